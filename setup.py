@@ -1,0 +1,26 @@
+"""Build the cowbuf._core extension (metadata lives in pyproject.toml)."""
+
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+# Portable optimisation only: wheels run on CPUs other than the builder's.
+extra_compile_args = ["-O3", "-std=gnu11", "-fno-strict-aliasing"]
+if os.environ.get("COWBUF_SANITIZE"):
+    # tools/sanitize.sh: AddressSanitizer and UndefinedBehaviorSanitizer build
+    extra_compile_args = ["-O1", "-g", "-std=gnu11", "-fno-omit-frame-pointer",
+                          "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
+
+extensions = [
+    Extension(
+        "cowbuf._core",
+        ["cowbuf/_core.pyx"],
+        include_dirs=["cowbuf"],
+        depends=["cowbuf/_atomic.h", "cowbuf/_shm.h", "cowbuf/_atomic.pxd", "cowbuf/_core.pxd"],
+        extra_compile_args=extra_compile_args,
+        extra_link_args=["-fsanitize=address,undefined"] if os.environ.get("COWBUF_SANITIZE") else [],
+    )
+]
+
+setup(ext_modules=cythonize(extensions, compiler_directives={"language_level": 3}))
