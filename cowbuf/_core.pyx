@@ -1392,7 +1392,8 @@ cdef class Array:
         self._check_writable()
         idx = _int_source(indices, "indices", 0)
         n = idx.buf.n
-        if PyLong_Check(values) or (PyIndex_Check(values) and not PyObject_CheckBuffer(values)):
+        if PyLong_Check(values) or (PyIndex_Check(values) and (
+                not PyObject_CheckBuffer(values) or _is_scalar_buffer(values))):
             scalar = _delta_bits(self._typecode, values)
         else:
             vals = _int_source(values, "values", self._typecode)
@@ -1614,6 +1615,12 @@ cdef class _IntSource:
         if self.has_view:
             PyBuffer_Release(&self.view)
         PyMem_Free(self.owned)
+
+
+cdef bint _is_scalar_buffer(object obj) except -1:
+    """True for a 0-d buffer such as a numpy integer scalar: one addend, not many."""
+    with memoryview(obj) as m:
+        return m.ndim == 0
 
 
 cdef _IntSource _int_source(object obj, str what, char addend_tc):
