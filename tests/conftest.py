@@ -46,10 +46,12 @@ def _worker_main(conn, target, args):
         conn.close()
 
 
-def run_in_workers(ctx, target, arg_tuples, timeout=120):
+def run_in_workers(ctx, target, arg_tuples, timeout=120, while_running=None):
     """Run target(*args) in one new process per tuple of `arg_tuples`, all at once;
-    return their results in order. Raises WorkerError for a worker that raised or
-    died (a crash shows as its exit code, e.g. -11 for SIGSEGV)."""
+    return their results in order. `while_running()`, if given, runs in this
+    process once all workers have started. Raises WorkerError for a worker that
+    raised, died (a crash shows as its exit code, e.g. -11 for SIGSEGV) or did not
+    exit cleanly."""
     # A fork while other threads run can deadlock the child (Python 3.12+ warns,
     # and the suite turns warnings into errors): keep the test process
     # single-threaded. Pipes, unlike multiprocessing.Queue, start no feeder thread.
@@ -62,6 +64,8 @@ def run_in_workers(ctx, target, arg_tuples, timeout=120):
             proc.start()
             writer.close()
             workers.append((proc, reader))
+        if while_running is not None:
+            while_running()
         results = []
         failures = []
         for proc, reader in workers:
@@ -77,6 +81,9 @@ def run_in_workers(ctx, target, arg_tuples, timeout=120):
             if not ok:
                 failures.append(f"worker {proc.pid} raised:\n{value}")
             results.append(value)
+            proc.join(timeout)
+            if ok and proc.exitcode != 0:
+                failures.append(f"worker {proc.pid} exited with code {proc.exitcode}")
         if failures:
             raise WorkerError("\n".join(failures))
         return results
@@ -92,10 +99,11 @@ def run_in_workers(ctx, target, arg_tuples, timeout=120):
 
 @pytest.fixture
 def run_workers(mp_context):
-    """run_workers(target, arg_tuples) -> results: see run_in_workers."""
+    """run_workers(target, arg_tuples, timeout=120, while_running=None) -> results:
+    see run_in_workers."""
 
-    def run(target, arg_tuples, timeout=120):
-        return run_in_workers(mp_context, target, arg_tuples, timeout)
+    def run(target, arg_tuples, timeout=120, while_running=None):
+        return run_in_workers(mp_context, target, arg_tuples, timeout, while_running)
 
     return run
 
@@ -104,8 +112,8 @@ def run_workers(mp_context):
 def run_forked():
     """Like run_workers, always with fork: for what a forked child inherits."""
 
-    def run(target, arg_tuples, timeout=120):
+    def run(target, arg_tuples, timeout=120, while_running=None):
         return run_in_workers(multiprocessing.get_context("fork"), target, arg_tuples,
-                              timeout)
+                              timeout, while_running)
 
     return run
