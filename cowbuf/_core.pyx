@@ -593,7 +593,7 @@ cdef class Region:
         self._check_open()
         cdef char tc = _parse_typecode(typecode)
         cdef Py_ssize_t size = _itemsize(tc)
-        cdef Py_ssize_t start = PyNumber_AsSsize_t(offset, OverflowError)
+        cdef Py_ssize_t start = PyNumber_AsSsize_t(offset, ValueError)
         cdef Py_ssize_t count
         self._check_open()
         if start < 0 or start > self._nbytes:
@@ -603,7 +603,7 @@ cdef class Region:
         if length is None:
             count = (self._nbytes - start) // size
         else:
-            count = PyNumber_AsSsize_t(length, OverflowError)
+            count = PyNumber_AsSsize_t(length, ValueError)
             self._check_open()
             if count < 0:
                 raise ValueError(f"negative length: {count}")
@@ -617,7 +617,7 @@ cdef class Region:
         """A Counter on the 8 bytes at `offset` (a multiple of 8) of this region. The
         memory is used as it is: it is not reset."""
         self._check_open()
-        cdef Py_ssize_t start = PyNumber_AsSsize_t(offset, OverflowError)
+        cdef Py_ssize_t start = PyNumber_AsSsize_t(offset, ValueError)
         self._check_open()
         if start % 8:
             raise ValueError(f"counter offset {start} is not a multiple of 8")
