@@ -396,6 +396,7 @@ def test_view_non_str_typecode_is_type_error(typecode):
 
 @pytest.mark.parametrize("offset, length", [
     (-8, None), (72, None), (4, None), (1, None), (0, -1), (0, 9), (8, 8), (64, 1),
+    (1 << 70, None), (-(1 << 70), None), (0, 1 << 70), (0, -(1 << 70)),
 ])
 def test_view_outside_the_region_is_value_error(offset, length):
     r = cowbuf.Region(64)
