@@ -1827,10 +1827,43 @@ cdef Array _from_buffer(char tc, object init):
     return _array_view(region, tc, 0, n, size, False)
 
 
+cdef Array _from_range(char tc, object init):
+    """range(...) filled in C, without making ten million int objects; None if its
+    numbers do not fit in 64 bits."""
+    cdef Py_ssize_t size = _itemsize(tc), n, i
+    cdef long long start, step
+    cdef _Value v, first
+    try:
+        start, step = init.start, init.step
+    except OverflowError:
+        return None
+    n = len(init)
+    if n:
+        # a range is monotonic: if its ends fit the typecode, everything does
+        _convert(tc, init[0], &first)
+        _convert(tc, init[n - 1], &v)
+    cdef Region region = _allocate(n * size, n * size >= PAGE)
+    cdef char* p = region._addr
+    for i in range(n):
+        if _is_float(tc):
+            v.d = <double>(start + i * step)
+        elif _is_unsigned(tc):
+            v.u = <unsigned long long>(start + i * step)
+        else:
+            v.i = start + i * step
+        _store(tc, p + i * size, v)
+    return _array_view(region, tc, 0, n, size, False)
+
+
 cdef Array _from_iterable(char tc, object init):
     cdef Py_ssize_t size = _itemsize(tc), n, count = 0
     cdef _Value v
     cdef char* p
+    cdef Array result
+    if type(init) is range:
+        result = _from_range(tc, init)
+        if result is not None:
+            return result
     try:
         items = init if isinstance(init, (list, tuple)) else list(iter(init))
     except TypeError:
