@@ -1533,7 +1533,7 @@ cdef inline object _from_bits(char tc, uint64_t bits):
 cdef uint64_t _delta_bits(char tc, object value) except? 0xffffffffffffffff:
     """An addend for atomic adds on typecode `tc`, as two's-complement bits: the
     element's range, or for unsigned types anything from -2**(bits-1) up."""
-    cdef int bits = 8 * <int>_itemsize(tc)
+    bits = 8 * _itemsize(tc)  # a Python int: the bounds below need 65 bits
     number = value if PyLong_CheckExact(value) else PyNumber_Index(value)
     low = -(1 << (bits - 1))
     high = (1 << bits) - 1 if _is_unsigned(tc) else (1 << (bits - 1)) - 1
