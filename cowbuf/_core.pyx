@@ -992,6 +992,33 @@ cdef void _scatter(char* dst, const char* src, Py_ssize_t n, Py_ssize_t stride,
 
 # -- Array -------------------------------------------------------------------------
 
+cdef extern from *:
+    """
+    /* An exact int as an index, read from its digits when it is small; an int too
+     * large for Py_ssize_t becomes PY_SSIZE_T_MIN, which no array can hold. */
+    static inline Py_ssize_t cowbuf_exact_index(PyObject *key)
+    {
+    #if PY_VERSION_HEX >= 0x030C0000
+        if (PyUnstable_Long_IsCompact((PyLongObject *)key)) {
+            return (Py_ssize_t)PyUnstable_Long_CompactValue((PyLongObject *)key);
+        }
+    #else
+        Py_ssize_t size = Py_SIZE(key);
+        if (size == 0 || size == 1 || size == -1) {
+            return size * (Py_ssize_t)((PyLongObject *)key)->ob_digit[0];
+        }
+    #endif
+        Py_ssize_t i = PyLong_AsSsize_t(key);
+        if (i == -1 && PyErr_Occurred()) {
+            PyErr_Clear();  /* OverflowError: the only error for an exact int */
+            return PY_SSIZE_T_MIN;
+        }
+        return i;
+    }
+    """
+    Py_ssize_t cowbuf_exact_index(object key) noexcept
+
+
 cdef Array _array_view(Region region, char tc, Py_ssize_t offset, Py_ssize_t length,
                        Py_ssize_t stride, bint readonly):
     cdef Array view = Array.__new__(Array)
@@ -1040,7 +1067,11 @@ cdef class Array:
         return 0
 
     cdef Py_ssize_t _index(self, object key) except? -1:
-        cdef Py_ssize_t i = PyNumber_AsSsize_t(key, IndexError)
+        cdef Py_ssize_t i
+        if PyLong_CheckExact(key):
+            i = cowbuf_exact_index(key)
+        else:
+            i = PyNumber_AsSsize_t(key, IndexError)
         if i < 0:
             i += self._length
         if i < 0 or i >= self._length:
@@ -1054,16 +1085,21 @@ cdef class Array:
         return self._length
 
     def __getitem__(self, key):
-        cdef char* base = self._base()
+        cdef char* addr = self._region._addr
         cdef Py_ssize_t i
-        if PyLong_CheckExact(key):
-            i = self._index(key)
-        elif PySlice_Check(key):
+        if PyLong_CheckExact(key) and addr != NULL:
+            i = cowbuf_exact_index(key)  # the hot path: no Python code can run
+            if i < 0:
+                i += self._length
+            if <size_t>i >= <size_t>self._length:
+                raise IndexError("array index out of range")
+            return _load(self._typecode, addr + self._offset + i * self._stride)
+        self._base()
+        if PySlice_Check(key):
             return self._slice(key)
-        else:
-            i = self._index(key)
-            base = self._base()  # __index__ may have closed the region
-        return _load(self._typecode, base + i * self._stride)
+        i = self._index(key)
+        # __index__ may have closed the region
+        return _load(self._typecode, self._base() + i * self._stride)
 
     def __setitem__(self, key, value):
         cdef Py_ssize_t i
