@@ -593,7 +593,7 @@ cdef class Region:
         self._check_open()
         cdef char tc = _parse_typecode(typecode)
         cdef Py_ssize_t size = _itemsize(tc)
-        cdef Py_ssize_t start = PyNumber_AsSsize_t(offset, OverflowError)
+        cdef Py_ssize_t start = PyNumber_AsSsize_t(offset, ValueError)
         cdef Py_ssize_t count
         self._check_open()
         if start < 0 or start > self._nbytes:
@@ -603,7 +603,7 @@ cdef class Region:
         if length is None:
             count = (self._nbytes - start) // size
         else:
-            count = PyNumber_AsSsize_t(length, OverflowError)
+            count = PyNumber_AsSsize_t(length, ValueError)
             self._check_open()
             if count < 0:
                 raise ValueError(f"negative length: {count}")
@@ -617,7 +617,7 @@ cdef class Region:
         """A Counter on the 8 bytes at `offset` (a multiple of 8) of this region. The
         memory is used as it is: it is not reset."""
         self._check_open()
-        cdef Py_ssize_t start = PyNumber_AsSsize_t(offset, OverflowError)
+        cdef Py_ssize_t start = PyNumber_AsSsize_t(offset, ValueError)
         self._check_open()
         if start % 8:
             raise ValueError(f"counter offset {start} is not a multiple of 8")
@@ -1428,7 +1428,8 @@ cdef class Array:
         self._check_writable()
         idx = _int_source(indices, "indices", 0)
         n = idx.buf.n
-        if PyLong_Check(values) or (PyIndex_Check(values) and not PyObject_CheckBuffer(values)):
+        if PyLong_Check(values) or (PyIndex_Check(values) and (
+                not PyObject_CheckBuffer(values) or _is_scalar_buffer(values))):
             scalar = _delta_bits(self._typecode, values)
         else:
             vals = _int_source(values, "values", self._typecode)
@@ -1571,8 +1572,10 @@ cdef uint64_t _delta_bits(char tc, object value) except? 0xffffffffffffffff:
     element's range, or for unsigned types anything from -2**(bits-1) up."""
     bits = 8 * _itemsize(tc)  # a Python int: the bounds below need 65 bits
     number = value if PyLong_CheckExact(value) else PyNumber_Index(value)
-    low = -(1 << (bits - 1))
-    high = (1 << bits) - 1 if _is_unsigned(tc) else (1 << (bits - 1)) - 1
+    # Python ints: in C `1 << 63` (or 1 << 31 on an int) overflows
+    cdef object one = 1
+    low = -(one << (bits - 1))
+    high = (one << bits) - 1 if _is_unsigned(tc) else (one << (bits - 1)) - 1
     if number < low or number > high:
         raise OverflowError(
             f"{number} is out of range for an addend to typecode '{chr(tc)}' ({low}..{high})")
@@ -1648,6 +1651,12 @@ cdef class _IntSource:
         if self.has_view:
             PyBuffer_Release(&self.view)
         PyMem_Free(self.owned)
+
+
+cdef bint _is_scalar_buffer(object obj) except -1:
+    """True for a 0-d buffer such as a numpy integer scalar: one addend, not many."""
+    with memoryview(obj) as m:
+        return m.ndim == 0
 
 
 cdef _IntSource _int_source(object obj, str what, char addend_tc):
