@@ -1570,10 +1570,10 @@ cdef inline object _from_bits(char tc, uint64_t bits):
 cdef uint64_t _delta_bits(char tc, object value) except? 0xffffffffffffffff:
     """An addend for atomic adds on typecode `tc`, as two's-complement bits: the
     element's range, or for unsigned types anything from -2**(bits-1) up."""
-    bits = 8 * _itemsize(tc)  # a Python int: the bounds below need 65 bits
     number = value if PyLong_CheckExact(value) else PyNumber_Index(value)
     # Python ints: in C `1 << 63` (or 1 << 31 on an int) overflows
     cdef object one = 1
+    bits = 8 * _itemsize(tc)
     low = -(one << (bits - 1))
     high = (one << bits) - 1 if _is_unsigned(tc) else (one << (bits - 1)) - 1
     if number < low or number > high:
