@@ -44,6 +44,8 @@ import sys
 import weakref
 from pickle import PickleBuffer
 
+from cowbuf._memory import check_commit
+
 
 cdef extern from "_shm.h" nogil:
     int COWBUF_FD_NONE
@@ -480,6 +482,8 @@ cdef class Region:
         if n == 0:
             raise ValueError("a Region needs at least one byte")
         _sweep_hook()
+        if populate:
+            check_commit(n)
         self._attach(_new_mapping(n, populate, False), 0, n)
 
     cdef void _attach(self, _Mapping mapping, Py_ssize_t offset, Py_ssize_t nbytes) noexcept:
