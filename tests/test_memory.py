@@ -103,3 +103,27 @@ def test_populate_beyond_the_cgroup_limit_is_a_memory_error(small_cgroup: Path) 
     # without the check, the kernel's OOM killer would end the program (-9)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["MemoryError", "True", "True"]
+
+
+@linux_only
+def test_not_bound_by_the_size_of_dev_shm() -> None:
+    # Docker gives containers a 64 MB /dev/shm: multiprocessing.shared_memory, which
+    # lives there, dies of SIGBUS past it; cowbuf's memfds live outside any tmpfs.
+    if os.geteuid() != 0 or not os.path.exists("/usr/bin/unshare"):
+        pytest.skip("needs root and unshare(1) to mount a small /dev/shm privately")
+    program = (
+        "import cowbuf, subprocess, sys\n"
+        "r = cowbuf.Region(256 << 20)\n"
+        "r.view('q').fill(1)\n"
+        "print(r.view('q').sum())\n"
+        "stdlib = ('from multiprocessing import shared_memory as s; '\n"
+        "          'm = s.SharedMemory(create=True, size=256 << 20); m.buf[:] = bytes(256 << 20)')\n"
+        "print(subprocess.run([sys.executable, '-c', stdlib], capture_output=True).returncode)\n")
+    done = subprocess.run(
+        ["unshare", "-m", "sh", "-c",
+         'mount -t tmpfs -o size=64m tmpfs /dev/shm && exec "$0" -W error -c "$1"',
+         sys.executable, program], capture_output=True, text=True, timeout=120)
+    if done.returncode != 0 and "mount" in done.stderr:
+        pytest.skip(f"cannot mount a private /dev/shm here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(32 << 20), str(-7)]  # -7: killed by SIGBUS
