@@ -3,10 +3,24 @@
 Forked workers that read big preloaded Python objects copy them, because every read
 writes a reference count. cowbuf keeps raw numbers in shared memory and gives Python
 typed views on them that never touch an object header, so the memory stays shared.
+Regions, arrays and counters travel to pool workers by reference under every start
+method (fork, forkserver, spawn).
 """
 
+from cowbuf import _sharing  # noqa: F401  (registers the by-reference reducers)
 from cowbuf._core import TYPECODES, Array, Counter, Region, array
+from cowbuf._registry import Registry, pool_kwargs, registry
 
 __version__ = "0.1.0"
 
-__all__ = ["TYPECODES", "Array", "Counter", "Region", "array", "__version__"]
+__all__ = [
+    "TYPECODES",
+    "Array",
+    "Counter",
+    "Region",
+    "Registry",
+    "array",
+    "pool_kwargs",
+    "registry",
+    "__version__",
+]

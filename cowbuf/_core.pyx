@@ -44,6 +44,8 @@ import sys
 import weakref
 from pickle import PickleBuffer
 
+from cowbuf._memory import check_commit
+
 
 cdef extern from "_shm.h" nogil:
     int COWBUF_FD_NONE
@@ -480,6 +482,8 @@ cdef class Region:
         if n == 0:
             raise ValueError("a Region needs at least one byte")
         _sweep_hook()
+        if populate:
+            check_commit(n)
         self._attach(_new_mapping(n, populate, False), 0, n)
 
     cdef void _attach(self, _Mapping mapping, Py_ssize_t offset, Py_ssize_t nbytes) noexcept:
@@ -992,6 +996,33 @@ cdef void _scatter(char* dst, const char* src, Py_ssize_t n, Py_ssize_t stride,
 
 # -- Array -------------------------------------------------------------------------
 
+cdef extern from *:
+    """
+    /* An exact int as an index, read from its digits when it is small; an int too
+     * large for Py_ssize_t becomes PY_SSIZE_T_MIN, which no array can hold. */
+    static inline Py_ssize_t cowbuf_exact_index(PyObject *key)
+    {
+    #if PY_VERSION_HEX >= 0x030C0000
+        if (PyUnstable_Long_IsCompact((PyLongObject *)key)) {
+            return (Py_ssize_t)PyUnstable_Long_CompactValue((PyLongObject *)key);
+        }
+    #else
+        Py_ssize_t size = Py_SIZE(key);
+        if (size == 0 || size == 1 || size == -1) {
+            return size * (Py_ssize_t)((PyLongObject *)key)->ob_digit[0];
+        }
+    #endif
+        Py_ssize_t i = PyLong_AsSsize_t(key);
+        if (i == -1 && PyErr_Occurred()) {
+            PyErr_Clear();  /* OverflowError: the only error for an exact int */
+            return PY_SSIZE_T_MIN;
+        }
+        return i;
+    }
+    """
+    Py_ssize_t cowbuf_exact_index(object key) noexcept
+
+
 cdef Array _array_view(Region region, char tc, Py_ssize_t offset, Py_ssize_t length,
                        Py_ssize_t stride, bint readonly):
     cdef Array view = Array.__new__(Array)
@@ -1040,7 +1071,11 @@ cdef class Array:
         return 0
 
     cdef Py_ssize_t _index(self, object key) except? -1:
-        cdef Py_ssize_t i = PyNumber_AsSsize_t(key, IndexError)
+        cdef Py_ssize_t i
+        if PyLong_CheckExact(key):
+            i = cowbuf_exact_index(key)
+        else:
+            i = PyNumber_AsSsize_t(key, IndexError)
         if i < 0:
             i += self._length
         if i < 0 or i >= self._length:
@@ -1054,16 +1089,21 @@ cdef class Array:
         return self._length
 
     def __getitem__(self, key):
-        cdef char* base = self._base()
+        cdef char* addr = self._region._addr
         cdef Py_ssize_t i
-        if PyLong_CheckExact(key):
-            i = self._index(key)
-        elif PySlice_Check(key):
+        if PyLong_CheckExact(key) and addr != NULL:
+            i = cowbuf_exact_index(key)  # the hot path: no Python code can run
+            if i < 0:
+                i += self._length
+            if <size_t>i >= <size_t>self._length:
+                raise IndexError("array index out of range")
+            return _load(self._typecode, addr + self._offset + i * self._stride)
+        self._base()
+        if PySlice_Check(key):
             return self._slice(key)
-        else:
-            i = self._index(key)
-            base = self._base()  # __index__ may have closed the region
-        return _load(self._typecode, base + i * self._stride)
+        i = self._index(key)
+        # __index__ may have closed the region
+        return _load(self._typecode, self._base() + i * self._stride)
 
     def __setitem__(self, key, value):
         cdef Py_ssize_t i
@@ -1534,10 +1574,10 @@ cdef inline object _from_bits(char tc, uint64_t bits):
 cdef uint64_t _delta_bits(char tc, object value) except? 0xffffffffffffffff:
     """An addend for atomic adds on typecode `tc`, as two's-complement bits: the
     element's range, or for unsigned types anything from -2**(bits-1) up."""
-    cdef int bits = 8 * <int>_itemsize(tc)
     number = value if PyLong_CheckExact(value) else PyNumber_Index(value)
     # Python ints: in C `1 << 63` (or 1 << 31 on an int) overflows
     cdef object one = 1
+    bits = 8 * _itemsize(tc)
     low = -(one << (bits - 1))
     high = (one << bits) - 1 if _is_unsigned(tc) else (one << (bits - 1)) - 1
     if number < low or number > high:
@@ -1836,10 +1876,43 @@ cdef Array _from_buffer(char tc, object init):
     return _array_view(region, tc, 0, n, size, False)
 
 
+cdef Array _from_range(char tc, object init):
+    """range(...) filled in C, without making ten million int objects; None if its
+    numbers do not fit in 64 bits."""
+    cdef Py_ssize_t size = _itemsize(tc), n, i
+    cdef long long start, step
+    cdef _Value v, first
+    try:
+        start, step = init.start, init.step
+    except OverflowError:
+        return None
+    n = len(init)
+    if n:
+        # a range is monotonic: if its ends fit the typecode, everything does
+        _convert(tc, init[0], &first)
+        _convert(tc, init[n - 1], &v)
+    cdef Region region = _allocate(n * size, n * size >= PAGE)
+    cdef char* p = region._addr
+    for i in range(n):
+        if _is_float(tc):
+            v.d = <double>(start + i * step)
+        elif _is_unsigned(tc):
+            v.u = <unsigned long long>(start + i * step)
+        else:
+            v.i = start + i * step
+        _store(tc, p + i * size, v)
+    return _array_view(region, tc, 0, n, size, False)
+
+
 cdef Array _from_iterable(char tc, object init):
     cdef Py_ssize_t size = _itemsize(tc), n, count = 0
     cdef _Value v
     cdef char* p
+    cdef Array result
+    if type(init) is range:
+        result = _from_range(tc, init)
+        if result is not None:
+            return result
     try:
         items = init if isinstance(init, (list, tuple)) else list(iter(init))
     except TypeError:
