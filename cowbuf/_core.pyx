@@ -1881,25 +1881,37 @@ cdef Array _from_range(char tc, object init):
     numbers do not fit in 64 bits."""
     cdef Py_ssize_t size = _itemsize(tc), n, i
     cdef long long start, step
+    cdef unsigned long long item
     cdef _Value v, first
     try:
         start, step = init.start, init.step
     except OverflowError:
         return None
-    n = len(init)
+    try:
+        n = len(init)
+    except OverflowError:
+        raise MemoryError(f"cannot map {init!r} as '{chr(tc)}' items") from None
+    n = _length_arg(n, size)  # n * size must not overflow
     if n:
         # a range is monotonic: if its ends fit the typecode, everything does
         _convert(tc, init[0], &first)
         _convert(tc, init[n - 1], &v)
+        if _is_float(tc) and not LLONG_MIN <= init[n - 1] <= LLONG_MAX:
+            return None
+    if n * size >= PAGE:
+        # every page is written (and populated): fail here, not in the OOM killer
+        check_commit(n * size)
     cdef Region region = _allocate(n * size, n * size >= PAGE)
     cdef char* p = region._addr
     for i in range(n):
+        # unsigned arithmetic: wraps instead of overflowing, and the items fit
+        item = <unsigned long long>start + <unsigned long long>i * <unsigned long long>step
         if _is_float(tc):
-            v.d = <double>(start + i * step)
+            v.d = <double><long long>item
         elif _is_unsigned(tc):
-            v.u = <unsigned long long>(start + i * step)
+            v.u = item
         else:
-            v.i = start + i * step
+            v.i = <long long>item
         _store(tc, p + i * size, v)
     return _array_view(region, tc, 0, n, size, False)
 
