@@ -5,6 +5,7 @@ import array as pyarray
 import gc
 import math
 import random
+import resource
 import struct
 import sys
 import threading
@@ -108,6 +109,54 @@ def test_array_from_large_buffer():
     a = cowbuf.array("q", ref)
     assert a.tobytes() == ref.tobytes()
     assert a.region.nbytes >= a.nbytes
+
+
+RANGES = [
+    ("q", range(10)), ("q", range(-5, 5, 3)), ("h", range(100, -100, -7)), ("B", range(256)),
+    ("b", range(-128, 128)), ("I", range(0)), ("d", range(5, -5, -1)), ("f", range(-3, 9, 2)),
+    ("q", range((1 << 63) - 1, -(1 << 63), -((1 << 63) - 1))),
+    ("Q", range(0, (1 << 64) - 1, 1 << 62)), ("L", range((1 << 64) - 1, 0, -(1 << 62))),
+    ("d", range(0, 1 << 64, 1 << 62)), ("f", range(-(1 << 63), 1 << 63, 1 << 61)),
+    ("d", range((1 << 63) - 2, (1 << 63) + 2)), ("q", range(1_000_000)),
+]
+
+
+@pytest.mark.parametrize("tc, init", RANGES, ids=str)
+def test_array_from_range(tc, init):
+    expected = [float(x) for x in init] if tc in "fd" else list(init)
+    assert cowbuf.array(tc, init).tolist() == list(pyarray.array(tc, expected))
+
+
+@pytest.mark.parametrize("tc, init", [("b", range(0, 129)), ("B", range(-1, 3)),
+                                      ("Q", range(-1, 5)), ("i", range(0, (1 << 31) + 1, 1 << 20)),
+                                      ("i", range(-(1 << 31) - 1, 0, 1 << 20))], ids=str)
+def test_array_from_range_out_of_range_is_overflow_error(tc, init):
+    with pytest.raises(OverflowError):
+        cowbuf.array(tc, init)
+
+
+def make_huge(tc, init):
+    # If a range were ever committed before its size is checked, the kernel would
+    # answer with the OOM killer: cap file sizes in this child so that it gets
+    # EFBIG instead (Python ignores SIGXFSZ). Returns how the call ended.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 30, 1 << 30))
+    try:
+        cowbuf.array(tc, init)
+    except MemoryError as e:
+        return "MemoryError", str(e)
+    return "made", ""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memfd size limit")
+@pytest.mark.parametrize("init", [range(1 << 64), range(1 << 63), range(1 << 62),
+                                  range(1 << 61), range(1 << 60), range(1 << 59),
+                                  range(1 << 40), range(-(1 << 62), 1 << 62, 3)],
+                         ids=str)
+def test_array_from_huge_range_is_memory_error(run_forked, init):
+    [(outcome, message)] = run_forked(make_huge, [("q", init)])
+    assert outcome == "MemoryError"
+    # refused by cowbuf's own checks, before any memory was created
+    assert "cannot create a shared region" not in message
 
 
 @pytest.mark.parametrize("tc, init", [
