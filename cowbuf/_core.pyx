@@ -1877,6 +1877,7 @@ cdef Array _from_range(char tc, object init):
     numbers do not fit in 64 bits."""
     cdef Py_ssize_t size = _itemsize(tc), n, i
     cdef long long start, step
+    cdef unsigned long long bits
     cdef _Value v, first
     try:
         start, step = init.start, init.step
@@ -1887,15 +1888,21 @@ cdef Array _from_range(char tc, object init):
         # a range is monotonic: if its ends fit the typecode, everything does
         _convert(tc, init[0], &first)
         _convert(tc, init[n - 1], &v)
+        if _is_float(tc) and not (LLONG_MIN <= init[0] <= LLONG_MAX
+                                  and LLONG_MIN <= init[n - 1] <= LLONG_MAX):
+            return None
     cdef Region region = _allocate(n * size, n * size >= PAGE)
     cdef char* p = region._addr
     for i in range(n):
+        # Unsigned arithmetic wraps (signed overflow is undefined): every item fits
+        # 64 bits, so its bits come out right even when an intermediate wraps.
+        bits = <unsigned long long>start + <unsigned long long>i * <unsigned long long>step
         if _is_float(tc):
-            v.d = <double>(start + i * step)
+            v.d = <double><long long>bits
         elif _is_unsigned(tc):
-            v.u = <unsigned long long>(start + i * step)
+            v.u = bits
         else:
-            v.i = start + i * step
+            v.i = <long long>bits
         _store(tc, p + i * size, v)
     return _array_view(region, tc, 0, n, size, False)
 
