@@ -43,6 +43,7 @@ import os
 import sys
 import weakref
 from pickle import PickleBuffer
+from types import GenericAlias
 
 
 cdef extern from "_shm.h" nogil:
@@ -1198,6 +1199,10 @@ cdef class Array:
         return not _equal(self, <Array>other)
 
     __hash__ = None
+
+    # Array[int], Array[float] in annotations evaluated at run time: the stubs
+    # make Array generic in its item type.
+    __class_getitem__ = classmethod(GenericAlias)
 
     # -- properties
 
