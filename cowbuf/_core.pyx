@@ -594,7 +594,7 @@ cdef class Region:
         self._check_open()
         cdef char tc = _parse_typecode(typecode)
         cdef Py_ssize_t size = _itemsize(tc)
-        cdef Py_ssize_t start = PyNumber_AsSsize_t(offset, OverflowError)
+        cdef Py_ssize_t start = PyNumber_AsSsize_t(offset, ValueError)
         cdef Py_ssize_t count
         self._check_open()
         if start < 0 or start > self._nbytes:
@@ -604,7 +604,7 @@ cdef class Region:
         if length is None:
             count = (self._nbytes - start) // size
         else:
-            count = PyNumber_AsSsize_t(length, OverflowError)
+            count = PyNumber_AsSsize_t(length, ValueError)
             self._check_open()
             if count < 0:
                 raise ValueError(f"negative length: {count}")
@@ -618,7 +618,7 @@ cdef class Region:
         """A Counter on the 8 bytes at `offset` (a multiple of 8) of this region. The
         memory is used as it is: it is not reset."""
         self._check_open()
-        cdef Py_ssize_t start = PyNumber_AsSsize_t(offset, OverflowError)
+        cdef Py_ssize_t start = PyNumber_AsSsize_t(offset, ValueError)
         self._check_open()
         if start % 8:
             raise ValueError(f"counter offset {start} is not a multiple of 8")
@@ -993,6 +993,33 @@ cdef void _scatter(char* dst, const char* src, Py_ssize_t n, Py_ssize_t stride,
 
 # -- Array -------------------------------------------------------------------------
 
+cdef extern from *:
+    """
+    /* An exact int as an index, read from its digits when it is small; an int too
+     * large for Py_ssize_t becomes PY_SSIZE_T_MIN, which no array can hold. */
+    static inline Py_ssize_t cowbuf_exact_index(PyObject *key)
+    {
+    #if PY_VERSION_HEX >= 0x030C0000
+        if (PyUnstable_Long_IsCompact((PyLongObject *)key)) {
+            return (Py_ssize_t)PyUnstable_Long_CompactValue((PyLongObject *)key);
+        }
+    #else
+        Py_ssize_t size = Py_SIZE(key);
+        if (size == 0 || size == 1 || size == -1) {
+            return size * (Py_ssize_t)((PyLongObject *)key)->ob_digit[0];
+        }
+    #endif
+        Py_ssize_t i = PyLong_AsSsize_t(key);
+        if (i == -1 && PyErr_Occurred()) {
+            PyErr_Clear();  /* OverflowError: the only error for an exact int */
+            return PY_SSIZE_T_MIN;
+        }
+        return i;
+    }
+    """
+    Py_ssize_t cowbuf_exact_index(object key) noexcept
+
+
 cdef Array _array_view(Region region, char tc, Py_ssize_t offset, Py_ssize_t length,
                        Py_ssize_t stride, bint readonly):
     cdef Array view = Array.__new__(Array)
@@ -1041,7 +1068,11 @@ cdef class Array:
         return 0
 
     cdef Py_ssize_t _index(self, object key) except? -1:
-        cdef Py_ssize_t i = PyNumber_AsSsize_t(key, IndexError)
+        cdef Py_ssize_t i
+        if PyLong_CheckExact(key):
+            i = cowbuf_exact_index(key)
+        else:
+            i = PyNumber_AsSsize_t(key, IndexError)
         if i < 0:
             i += self._length
         if i < 0 or i >= self._length:
@@ -1055,16 +1086,21 @@ cdef class Array:
         return self._length
 
     def __getitem__(self, key):
-        cdef char* base = self._base()
+        cdef char* addr = self._region._addr
         cdef Py_ssize_t i
-        if PyLong_CheckExact(key):
-            i = self._index(key)
-        elif PySlice_Check(key):
+        if PyLong_CheckExact(key) and addr != NULL:
+            i = cowbuf_exact_index(key)  # the hot path: no Python code can run
+            if i < 0:
+                i += self._length
+            if <size_t>i >= <size_t>self._length:
+                raise IndexError("array index out of range")
+            return _load(self._typecode, addr + self._offset + i * self._stride)
+        self._base()
+        if PySlice_Check(key):
             return self._slice(key)
-        else:
-            i = self._index(key)
-            base = self._base()  # __index__ may have closed the region
-        return _load(self._typecode, base + i * self._stride)
+        i = self._index(key)
+        # __index__ may have closed the region
+        return _load(self._typecode, self._base() + i * self._stride)
 
     def __setitem__(self, key, value):
         cdef Py_ssize_t i
@@ -1397,7 +1433,8 @@ cdef class Array:
         self._check_writable()
         idx = _int_source(indices, "indices", 0)
         n = idx.buf.n
-        if PyLong_Check(values) or (PyIndex_Check(values) and not PyObject_CheckBuffer(values)):
+        if PyLong_Check(values) or (PyIndex_Check(values) and (
+                not PyObject_CheckBuffer(values) or _is_scalar_buffer(values))):
             scalar = _delta_bits(self._typecode, values)
         else:
             vals = _int_source(values, "values", self._typecode)
@@ -1538,10 +1575,12 @@ cdef inline object _from_bits(char tc, uint64_t bits):
 cdef uint64_t _delta_bits(char tc, object value) except? 0xffffffffffffffff:
     """An addend for atomic adds on typecode `tc`, as two's-complement bits: the
     element's range, or for unsigned types anything from -2**(bits-1) up."""
-    cdef int bits = 8 * <int>_itemsize(tc)
+    bits = 8 * _itemsize(tc)  # a Python int: the bounds below need 65 bits
     number = value if PyLong_CheckExact(value) else PyNumber_Index(value)
-    low = -(1 << (bits - 1))
-    high = (1 << bits) - 1 if _is_unsigned(tc) else (1 << (bits - 1)) - 1
+    # Python ints: in C `1 << 63` (or 1 << 31 on an int) overflows
+    cdef object one = 1
+    low = -(one << (bits - 1))
+    high = (one << bits) - 1 if _is_unsigned(tc) else (one << (bits - 1)) - 1
     if number < low or number > high:
         raise OverflowError(
             f"{number} is out of range for an addend to typecode '{chr(tc)}' ({low}..{high})")
@@ -1617,6 +1656,12 @@ cdef class _IntSource:
         if self.has_view:
             PyBuffer_Release(&self.view)
         PyMem_Free(self.owned)
+
+
+cdef bint _is_scalar_buffer(object obj) except -1:
+    """True for a 0-d buffer such as a numpy integer scalar: one addend, not many."""
+    with memoryview(obj) as m:
+        return m.ndim == 0
 
 
 cdef _IntSource _int_source(object obj, str what, char addend_tc):
@@ -1832,10 +1877,43 @@ cdef Array _from_buffer(char tc, object init):
     return _array_view(region, tc, 0, n, size, False)
 
 
+cdef Array _from_range(char tc, object init):
+    """range(...) filled in C, without making ten million int objects; None if its
+    numbers do not fit in 64 bits."""
+    cdef Py_ssize_t size = _itemsize(tc), n, i
+    cdef long long start, step
+    cdef _Value v, first
+    try:
+        start, step = init.start, init.step
+    except OverflowError:
+        return None
+    n = len(init)
+    if n:
+        # a range is monotonic: if its ends fit the typecode, everything does
+        _convert(tc, init[0], &first)
+        _convert(tc, init[n - 1], &v)
+    cdef Region region = _allocate(n * size, n * size >= PAGE)
+    cdef char* p = region._addr
+    for i in range(n):
+        if _is_float(tc):
+            v.d = <double>(start + i * step)
+        elif _is_unsigned(tc):
+            v.u = <unsigned long long>(start + i * step)
+        else:
+            v.i = start + i * step
+        _store(tc, p + i * size, v)
+    return _array_view(region, tc, 0, n, size, False)
+
+
 cdef Array _from_iterable(char tc, object init):
     cdef Py_ssize_t size = _itemsize(tc), n, count = 0
     cdef _Value v
     cdef char* p
+    cdef Array result
+    if type(init) is range:
+        result = _from_range(tc, init)
+        if result is not None:
+            return result
     try:
         items = init if isinstance(init, (list, tuple)) else list(iter(init))
     except TypeError:
