@@ -45,6 +45,8 @@ import weakref
 from pickle import PickleBuffer
 from types import GenericAlias
 
+from cowbuf._memory import check_commit
+
 
 cdef extern from "_shm.h" nogil:
     int COWBUF_FD_NONE
@@ -481,6 +483,8 @@ cdef class Region:
         if n == 0:
             raise ValueError("a Region needs at least one byte")
         _sweep_hook()
+        if populate:
+            check_commit(n)
         self._attach(_new_mapping(n, populate, False), 0, n)
 
     cdef void _attach(self, _Mapping mapping, Py_ssize_t offset, Py_ssize_t nbytes) noexcept:
@@ -1575,10 +1579,10 @@ cdef inline object _from_bits(char tc, uint64_t bits):
 cdef uint64_t _delta_bits(char tc, object value) except? 0xffffffffffffffff:
     """An addend for atomic adds on typecode `tc`, as two's-complement bits: the
     element's range, or for unsigned types anything from -2**(bits-1) up."""
-    bits = 8 * _itemsize(tc)  # a Python int: the bounds below need 65 bits
     number = value if PyLong_CheckExact(value) else PyNumber_Index(value)
     # Python ints: in C `1 << 63` (or 1 << 31 on an int) overflows
     cdef object one = 1
+    bits = 8 * _itemsize(tc)
     low = -(one << (bits - 1))
     high = (one << bits) - 1 if _is_unsigned(tc) else (one << (bits - 1)) - 1
     if number < low or number > high:
