@@ -24,7 +24,7 @@ from cpython.long cimport (
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.number cimport PyIndex_Check, PyNumber_AsSsize_t, PyNumber_Index
 from cpython.slice cimport PySlice_AdjustIndices, PySlice_Check, PySlice_Unpack
-from libc.errno cimport EMFILE, ENFILE, ENOMEM, EPERM, EACCES, errno
+from libc.errno cimport ENOMEM, EPERM, EACCES, errno
 from libc.math cimport NAN
 from libc.limits cimport (
     INT_MAX, INT_MIN, LLONG_MAX, LLONG_MIN, LONG_MAX, LONG_MIN, SCHAR_MAX, SCHAR_MIN,
@@ -43,6 +43,7 @@ import os
 import sys
 import weakref
 from pickle import PickleBuffer
+from types import GenericAlias
 
 from cowbuf._memory import check_commit
 
@@ -1245,6 +1246,10 @@ cdef class Array:
 
     __hash__ = None
 
+    # Array[int], Array[float] in annotations evaluated at run time: the stubs
+    # make Array generic in its item type.
+    __class_getitem__ = classmethod(GenericAlias)
+
     # -- properties
 
     @property
@@ -1621,7 +1626,7 @@ cdef bint _equal(Array a, Array b) except -1:
     if (ta == tb and not _is_float(ta) and a._stride == a._itemsize
             and b._stride == b._itemsize):
         return memcmp(pa, pb, n * a._itemsize) == 0
-    for i in range(n):
+    for i in range(n):  # no-cython-lint: a C counter; the pointers advance
         if _is_float(ta) and _is_float(tb):
             if ((<const double*>pa)[0] if ta == c'd' else (<const float*>pa)[0]) != (
                     (<const double*>pb)[0] if tb == c'd' else (<const float*>pb)[0]):
