@@ -24,7 +24,7 @@ from cpython.long cimport (
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.number cimport PyIndex_Check, PyNumber_AsSsize_t, PyNumber_Index
 from cpython.slice cimport PySlice_AdjustIndices, PySlice_Check, PySlice_Unpack
-from libc.errno cimport EMFILE, ENFILE, ENOMEM, EPERM, EACCES, errno
+from libc.errno cimport ENOMEM, EPERM, EACCES, errno
 from libc.math cimport NAN
 from libc.limits cimport (
     INT_MAX, INT_MIN, LLONG_MAX, LLONG_MIN, LONG_MAX, LONG_MIN, SCHAR_MAX, SCHAR_MIN,
@@ -43,6 +43,7 @@ import os
 import sys
 import weakref
 from pickle import PickleBuffer
+from types import GenericAlias
 
 from cowbuf._memory import check_commit
 
@@ -69,6 +70,9 @@ cdef Py_ssize_t ARENA_BYTES = max(8 << 20, 64 * PAGE)
 # maps it, so a forked child allocating from an inherited arena never collides with
 # its parent.
 cdef Py_ssize_t ARENA_HEADER = 64
+# Arrays built from data (and so written in full at once) are committed up front;
+# from this size on, against the memory left (cowbuf._memory), as populate=True is.
+cdef Py_ssize_t COMMIT_CHECK_BYTES = 64 << 20
 # Bulk loops over at least this many bytes release the GIL.
 cdef Py_ssize_t NOGIL_BYTES = 1 << 16
 # Integer sums are exact: partial sums are taken over chunks this long, which cannot
@@ -438,6 +442,9 @@ cdef Region _carve(Py_ssize_t nbytes, Py_ssize_t align):
 cdef Region _allocate(Py_ssize_t nbytes, bint populate):
     if nbytes < PAGE:
         return _carve(nbytes, 16)
+    if populate and nbytes >= COMMIT_CHECK_BYTES:
+        # every page is about to be written: fail here, not in the OOM killer
+        check_commit(nbytes)
     cdef Region region = Region.__new__(Region)
     region._attach(_new_mapping(nbytes, populate, False), 0, nbytes)
     return region
@@ -1239,6 +1246,10 @@ cdef class Array:
 
     __hash__ = None
 
+    # Array[int], Array[float] in annotations evaluated at run time: the stubs
+    # make Array generic in its item type.
+    __class_getitem__ = classmethod(GenericAlias)
+
     # -- properties
 
     @property
@@ -1615,7 +1626,7 @@ cdef bint _equal(Array a, Array b) except -1:
     if (ta == tb and not _is_float(ta) and a._stride == a._itemsize
             and b._stride == b._itemsize):
         return memcmp(pa, pb, n * a._itemsize) == 0
-    for i in range(n):
+    for i in range(n):  # no-cython-lint: a C counter; the pointers advance
         if _is_float(ta) and _is_float(tb):
             if ((<const double*>pa)[0] if ta == c'd' else (<const float*>pa)[0]) != (
                     (<const double*>pb)[0] if tb == c'd' else (<const float*>pb)[0]):
@@ -1896,15 +1907,14 @@ cdef Array _from_range(char tc, object init):
         # a range is monotonic: if its ends fit the typecode, everything does
         _convert(tc, init[0], &first)
         _convert(tc, init[n - 1], &v)
+        # (start fits in a long long: the first item of a float range does too)
         if _is_float(tc) and not LLONG_MIN <= init[n - 1] <= LLONG_MAX:
             return None
-    if n * size >= PAGE:
-        # every page is written (and populated): fail here, not in the OOM killer
-        check_commit(n * size)
     cdef Region region = _allocate(n * size, n * size >= PAGE)
     cdef char* p = region._addr
     for i in range(n):
-        # unsigned arithmetic: wraps instead of overflowing, and the items fit
+        # Unsigned arithmetic wraps (signed overflow is undefined): every item fits
+        # 64 bits, so its bits come out right even when an intermediate wraps.
         item = <unsigned long long>start + <unsigned long long>i * <unsigned long long>step
         if _is_float(tc):
             v.d = <double><long long>item

@@ -117,7 +117,8 @@ def test_not_bound_by_the_size_of_dev_shm() -> None:
         "r.view('q').fill(1)\n"
         "print(r.view('q').sum())\n"
         "stdlib = ('from multiprocessing import shared_memory as s; '\n"
-        "          'm = s.SharedMemory(create=True, size=256 << 20); m.buf[:] = bytes(256 << 20)')\n"
+        "          'm = s.SharedMemory(create=True, size=256 << 20); '\n"
+        "          'm.buf[:] = bytes(256 << 20)')\n"
         "print(subprocess.run([sys.executable, '-c', stdlib], capture_output=True).returncode)\n")
     done = subprocess.run(
         ["unshare", "-m", "sh", "-c",
