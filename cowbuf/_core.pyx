@@ -483,7 +483,7 @@ cdef class Region:
         self._mapping = None
 
     def __init__(self, nbytes, *, bint populate=False):
-        if self._nbytes or self._mapping is not None:
+        if self._nbytes or self._mapping is not None or self is _NO_REGION:
             raise TypeError("Region.__init__() may only be called once")
         cdef Py_ssize_t n = _to_nbytes(nbytes)
         if n == 0:

@@ -10,14 +10,12 @@ import subprocess
 import sys
 import textwrap
 import threading
-import warnings
 from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 import sharing_workers as w
 
 import cowbuf
-from cowbuf import _core
 
 START_METHODS = [m for m in ("fork", "forkserver", "spawn") if m in mp.get_all_start_methods()]
 LINUX = sys.platform.startswith("linux")
