@@ -44,6 +44,16 @@ def test_process_arguments_are_shared(ctx: mp.context.BaseContext) -> None:
     assert a[10:20].tolist() == [-10, 11, 12, -13, 14, 15, -16, 17, 18, -19]
 
 
+def test_many_objects_of_one_arena_in_one_process_start(ctx: mp.context.BaseContext) -> None:
+    # all carved from one shared arena: one fd, passed once with the start
+    counters = [cowbuf.Counter(i) for i in range(5)] + [cowbuf.Counter(padded=True)]
+    p = ctx.Process(target=w.add_to_all, args=(*counters, counters[0]))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0
+    assert [c.value for c in counters] == [2, 2, 3, 4, 5, 1]
+
+
 def test_pool_arguments_and_results_are_shared(ctx: mp.context.BaseContext) -> None:
     a = cowbuf.array("q", range(100_000))
     with ctx.Pool(2) as pool:
