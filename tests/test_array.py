@@ -2,6 +2,7 @@
 and use after close, checked against array.array and list semantics."""
 
 import array as pyarray
+import contextlib
 import gc
 import math
 import random
@@ -127,7 +128,7 @@ def test_array_from_range(tc, init):
     assert cowbuf.array(tc, init).tolist() == list(pyarray.array(tc, expected))
 
 
-@pytest.mark.parametrize("tc, init", [("b", range(0, 129)), ("B", range(-1, 3)),
+@pytest.mark.parametrize("tc, init", [("b", range(129)), ("B", range(-1, 3)),
                                       ("Q", range(-1, 5)), ("i", range(0, (1 << 31) + 1, 1 << 20)),
                                       ("i", range(-(1 << 31) - 1, 0, 1 << 20))], ids=str)
 def test_array_from_range_out_of_range_is_overflow_error(tc, init):
@@ -782,10 +783,9 @@ def test_close_from_another_thread_during_gil_free_loops_never_crashes():
     thread.start()
     try:
         while thread.is_alive() and not a.region.closed:
-            try:
+            # refused while a loop runs, and the memory stays valid
+            with contextlib.suppress(BufferError):
                 a.region.close()
-            except BufferError:
-                pass  # a loop was running: refused, and the memory stays valid
     finally:
         thread.join()
     a.region.close()

@@ -399,7 +399,7 @@ def test_atomic_add_at_matches_numpy_add_at(tc, index_dtype):
     n = 10_000  # above the size at which the loop runs without the GIL
     length = 100 if index_dtype in ("i1", "u1") else 1000
     indices = rng.integers(0, length, n).astype(index_dtype)
-    low, high = int_range(tc)
+    low, _ = int_range(tc)
     values = rng.integers(max(low, -1000), 1000, n, endpoint=True).astype(tc)
     a = cowbuf.array(tc, length)
     ref = np.zeros(length, dtype=tc)
@@ -442,7 +442,7 @@ ATOMIC_CALLS = {
 @pytest.mark.parametrize("call", ATOMIC_CALLS, ids=str)
 def test_atomics_on_other_typecodes_are_type_error(tc, call):
     a = cowbuf.array(tc, 4)
-    with pytest.raises(TypeError, match="typecode|itemsize"):
+    with pytest.raises(TypeError, match=r"typecode|itemsize"):
         ATOMIC_CALLS[call](a)
     assert a.tolist() == [0, 0, 0, 0]
 
