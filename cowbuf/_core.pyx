@@ -1535,8 +1535,10 @@ cdef uint64_t _delta_bits(char tc, object value) except? 0xffffffffffffffff:
     element's range, or for unsigned types anything from -2**(bits-1) up."""
     cdef int bits = 8 * <int>_itemsize(tc)
     number = value if PyLong_CheckExact(value) else PyNumber_Index(value)
-    low = -(1 << (bits - 1))
-    high = (1 << bits) - 1 if _is_unsigned(tc) else (1 << (bits - 1)) - 1
+    # Python ints: in C, 1 << 63 (and 1 << 32 for 'I') overflows an int
+    cdef object one = 1
+    low = -(one << (bits - 1))
+    high = (one << bits) - 1 if _is_unsigned(tc) else (one << (bits - 1)) - 1
     if number < low or number > high:
         raise OverflowError(
             f"{number} is out of range for an addend to typecode '{chr(tc)}' ({low}..{high})")
