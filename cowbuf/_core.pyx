@@ -1533,7 +1533,7 @@ cdef inline object _from_bits(char tc, uint64_t bits):
 cdef uint64_t _delta_bits(char tc, object value) except? 0xffffffffffffffff:
     """An addend for atomic adds on typecode `tc`, as two's-complement bits: the
     element's range, or for unsigned types anything from -2**(bits-1) up."""
-    cdef int bits = 8 * <int>_itemsize(tc)
+    bits = 8 * _itemsize(tc)  # a Python int: the bounds below need 65 bits
     number = value if PyLong_CheckExact(value) else PyNumber_Index(value)
     # Python ints: in C, 1 << 63 (and 1 << 32 for 'I') overflows an int
     cdef object one = 1
@@ -1829,10 +1829,43 @@ cdef Array _from_buffer(char tc, object init):
     return _array_view(region, tc, 0, n, size, False)
 
 
+cdef Array _from_range(char tc, object init):
+    """range(...) filled in C, without making ten million int objects; None if its
+    numbers do not fit in 64 bits."""
+    cdef Py_ssize_t size = _itemsize(tc), n, i
+    cdef long long start, step
+    cdef _Value v, first
+    try:
+        start, step = init.start, init.step
+    except OverflowError:
+        return None
+    n = len(init)
+    if n:
+        # a range is monotonic: if its ends fit the typecode, everything does
+        _convert(tc, init[0], &first)
+        _convert(tc, init[n - 1], &v)
+    cdef Region region = _allocate(n * size, n * size >= PAGE)
+    cdef char* p = region._addr
+    for i in range(n):
+        if _is_float(tc):
+            v.d = <double>(start + i * step)
+        elif _is_unsigned(tc):
+            v.u = <unsigned long long>(start + i * step)
+        else:
+            v.i = start + i * step
+        _store(tc, p + i * size, v)
+    return _array_view(region, tc, 0, n, size, False)
+
+
 cdef Array _from_iterable(char tc, object init):
     cdef Py_ssize_t size = _itemsize(tc), n, count = 0
     cdef _Value v
     cdef char* p
+    cdef Array result
+    if type(init) is range:
+        result = _from_range(tc, init)
+        if result is not None:
+            return result
     try:
         items = init if isinstance(init, (list, tuple)) else list(iter(init))
     except TypeError:

@@ -20,11 +20,12 @@ inherited) and a way to reach its fd, chosen to leave no thread behind:
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import threading
 import time
-from multiprocessing import context, reduction
+from multiprocessing import context, reduction, util
 from typing import Any
 
 from cowbuf import _core
@@ -74,6 +75,11 @@ class _Outbox:
             self.slots = Region(_OUTBOX_SLOTS * 8).view("Q")
             box = _core._region_state(self.slots.region)[0]
             self.where = (box.token, box.fd, os.fstat(box.fd).st_ino, box.size)
+            # A process exiting right after a send (a pool worker returning a result
+            # with maxtasksperchild=1) waits briefly for its receivers: once it is
+            # gone, /proc/<pid>/fd is too. multiprocessing children skip atexit.
+            atexit.register(_drain)
+            util.Finalize(None, _drain, exitpriority=0)
         if not self.free and self.next_slot == _OUTBOX_SLOTS:
             self._sweep_locked(force=True)
         if self.free:
@@ -127,6 +133,12 @@ def _sweep() -> None:
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 _core._set_sweep_hook(_sweep)
+
+
+def _drain(timeout: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout
+    while _outbox.in_flight() and time.monotonic() < deadline:
+        time.sleep(0.002)
 
 
 def in_flight() -> int:

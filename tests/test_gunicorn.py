@@ -1,0 +1,105 @@
+"""The gunicorn example, run by a real gunicorn: three preloaded workers read all ten
+million values of a shared array in Python, and their private memory stays flat."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+psutil = pytest.importorskip("psutil")
+pytest.importorskip("gunicorn")
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "gunicorn"
+ITEMS = 10_000_000
+WORKERS = 3
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads smaps_rollup"),
+    pytest.mark.skipif(not EXAMPLE.is_dir(), reason="needs the source tree's examples/"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _uss_kib(pid: int) -> int:
+    fields = {}
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        for line in rollup:
+            parts = line.split()
+            if len(parts) == 3 and parts[2] == "kB":
+                fields[parts[0].rstrip(":")] = int(parts[1])
+    return fields["Private_Clean"] + fields["Private_Dirty"]
+
+
+def _get(port: int, path: str) -> dict[str, int]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=120) as response:
+        body: dict[str, int] = json.loads(response.read())
+        return body
+
+
+def _until_every_worker_served(port: int, path: str, workers: list[int]) -> list[dict[str, int]]:
+    answers, seen = [], set()
+    deadline = time.monotonic() + 240
+    while seen != set(workers):
+        assert time.monotonic() < deadline, f"workers {set(workers) - seen} never answered"
+        answers.append(_get(port, path))
+        seen.add(answers[-1]["pid"])
+    return answers
+
+
+def test_preloaded_workers_read_everything_without_copying() -> None:
+    port = _free_port()
+    env = dict(os.environ, COWBUF_EXAMPLE_BIND=f"127.0.0.1:{port}",
+               COWBUF_EXAMPLE_WORKERS=str(WORKERS), COWBUF_EXAMPLE_ITEMS=str(ITEMS))
+    master = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:application"],
+        cwd=EXAMPLE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert master.poll() is None, "gunicorn exited"
+            workers = [p.pid for p in psutil.Process(master.pid).children()]
+            if len(workers) == WORKERS:
+                try:
+                    _get(port, "/stats")
+                    break
+                except OSError:
+                    pass
+            assert time.monotonic() < deadline, "gunicorn did not start"
+            time.sleep(0.1)
+        # every worker has answered a small request: its code paths are warm
+        _until_every_worker_served(port, "/item/1", workers)
+        before = {pid: _uss_kib(pid) for pid in workers}
+        answers = _until_every_worker_served(port, "/sum", workers)
+        after = {pid: _uss_kib(pid) for pid in workers}
+        assert {a["sum"] for a in answers} == {ITEMS * (ITEMS - 1) // 2}
+        assert _get(port, "/item/1234567")["value"] == 1234567
+        growth = sum(after[pid] - before[pid] for pid in workers)
+        # reading 80 MB as Python ints from a list would copy ~300 MB per worker
+        assert growth <= 5 * 1024, (before, after)
+    finally:
+        master.send_signal(signal.SIGTERM)
+        try:
+            master.wait(60)
+        except subprocess.TimeoutExpired:
+            master.kill()
+            master.wait(10)
+        assert master.stderr is not None
+        log = master.stderr.read()
+        master.stderr.close()
+    assert "Traceback" not in log, log

@@ -1,0 +1,256 @@
+"""Regions, arrays and counters travel to other processes by reference through
+multiprocessing under every start method, and by value through plain pickle."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import threading
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+import sharing_workers as w
+
+import cowbuf
+from cowbuf import _core
+
+START_METHODS = [m for m in ("fork", "forkserver", "spawn") if m in mp.get_all_start_methods()]
+LINUX = sys.platform.startswith("linux")
+
+
+@pytest.fixture(params=START_METHODS)
+def ctx(request: pytest.FixtureRequest) -> mp.context.BaseContext:
+    return mp.get_context(request.param)
+
+
+def _mapping_of(obj: object) -> object:
+    return w._mapping_of(obj)
+
+
+def test_process_arguments_are_shared(ctx: mp.context.BaseContext) -> None:
+    a = cowbuf.array("q", range(1000))
+    c = cowbuf.Counter(3)
+    r = cowbuf.Region(4096)
+    p = ctx.Process(target=w.write_all, args=(a, c, r, a[10:20:3]))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0
+    assert a[0] == -1
+    assert c.value == 10
+    assert bytes(memoryview(r)[:4]) == b"abc\0"
+    assert a[10:20].tolist() == [-10, 11, 12, -13, 14, 15, -16, 17, 18, -19]
+
+
+def test_pool_arguments_and_results_are_shared(ctx: mp.context.BaseContext) -> None:
+    a = cowbuf.array("q", range(100_000))
+    with ctx.Pool(2) as pool:
+        chunks = [a[i:i + 25_000] for i in range(0, 100_000, 25_000)]
+        assert pool.map(w.negate_and_sum, chunks) == [
+            sum(range(i, i + 25_000)) for i in range(0, 100_000, 25_000)]
+        # small arrays come from a shared arena, large ones have a region each
+        small, large = pool.map(w.make_array, [10, 5000])
+    assert a.sum() == -sum(range(100_000))
+    assert small.tolist() == list(range(10))
+    assert large.tolist() == list(range(5000))
+
+
+def test_pool_result_is_a_reference_not_a_copy(ctx: mp.context.BaseContext) -> None:
+    with ctx.Pool(1) as pool:
+        a = pool.apply(w.make_and_keep, (5000,))
+        a[0] = 99
+        assert pool.apply(w.first_of_kept) == 99
+
+
+def test_process_pool_executor(ctx: mp.context.BaseContext) -> None:
+    a = cowbuf.array("i", range(10_000))
+    with ProcessPoolExecutor(2, mp_context=ctx) as executor:
+        assert executor.submit(w.negate_and_sum, a[::2]).result() == sum(range(0, 10_000, 2))
+        made = executor.submit(w.make_array, 100).result()
+    assert a[:4].tolist() == [0, 1, -2, 3]
+    assert made.tolist() == list(range(100))
+
+
+def test_queue(ctx: mp.context.BaseContext) -> None:
+    a = cowbuf.array("q", range(100))
+    q, out = ctx.Queue(), ctx.Queue()
+    p = ctx.Process(target=w.from_queue, args=(q, out))
+    p.start()
+    q.put(a)
+    assert out.get(timeout=60) == sum(range(100)) + 5
+    p.join(60)
+    assert p.exitcode == 0
+    assert a[0] == 5
+    for queue in (q, out):
+        queue.close()
+        queue.join_thread()
+
+
+def test_pipe(ctx: mp.context.BaseContext) -> None:
+    a = cowbuf.array("q", range(100))
+    parent, child = ctx.Pipe()
+    p = ctx.Process(target=w.from_pipe, args=(child,))
+    p.start()
+    child.close()
+    parent.send(a)
+    assert parent.recv() == sum(range(100)) + 5
+    p.join(60)
+    parent.close()
+    assert a[1] == 6
+
+
+def test_region_is_mapped_once_per_process(ctx: mp.context.BaseContext) -> None:
+    a = cowbuf.array("q", range(10_000))
+    with ctx.Pool(1) as pool:
+        assert pool.apply(w.mappings_of, (a, a[::2], a.region)) == (1, 1 if LINUX else -1)
+        # a later arrival reuses the mapping of the earlier one, still alive there
+        assert pool.apply(w.mappings_of, (a[5:],)) == (1, 1 if LINUX else -1)
+
+
+def test_temporary_arrays_can_be_sent(ctx: mp.context.BaseContext) -> None:
+    # The sender drops the array as soon as it is pickled: the hand-off holds it.
+    with ctx.Pool(2) as pool:
+        results = [pool.apply_async(w.total, (cowbuf.array("q", range(n)),))
+                   for n in (1, 1000, 100_000)]
+        assert [r.get(60) for r in results] == [0, sum(range(1000)), sum(range(100_000))]
+    assert cowbuf._sharing.in_flight() == 0
+
+
+def test_frozen_region_stays_frozen_for_receivers(ctx: mp.context.BaseContext) -> None:
+    a = cowbuf.array("q", range(10_000))
+    a.freeze()
+    small = cowbuf.array("q", range(10))  # carved from an arena: frozen by flag only
+    small.freeze()
+    with ctx.Pool(1) as pool:
+        assert pool.apply(w.try_write, (a,)) == ("TypeError", True)
+        assert pool.apply(w.try_write, (small,)) == ("TypeError", True)
+        if LINUX:
+            mapping = _mapping_of(a)
+            # sealed against writing: nobody can map the memory writable any more
+            outcome = pool.apply(w.try_map_writable, (os.getpid(), mapping.fd, mapping.size))
+            assert outcome == "mmap: 1"  # EPERM
+
+
+def test_receiver_keeps_memory_after_sender_closes(ctx: mp.context.BaseContext) -> None:
+    a = cowbuf.array("q", range(10_000))
+    with ctx.Pool(1) as pool:
+        assert pool.apply(w.mappings_of, (a,))[0] == 1
+        region = a.region
+        del a
+        region.close()
+        assert pool.apply(w.first_of_kept) == 0
+        assert pool.apply(w.total, (pool.apply(w.make_array, (3,)),)) == 3
+
+
+@pytest.mark.skipif(not LINUX, reason="off Linux, fds sent after process start go "
+                    "through multiprocessing's resource sharer, which keeps a thread")
+def test_no_thread_is_left_behind_and_fork_stays_quiet(ctx: mp.context.BaseContext) -> None:
+    from multiprocessing import resource_sharer
+
+    a = cowbuf.array("q", range(1000))
+    with ctx.Pool(1) as pool:
+        assert pool.apply(w.total, (a,)) == sum(range(1000))
+        assert pool.apply(w.make_array, (10,)).sum() == 45
+    pool.join()
+    assert resource_sharer._resource_sharer._thread is None
+    assert threading.active_count() == 1, threading.enumerate()
+    # Python 3.12+ warns on fork() in a multi-threaded process: -W error makes it fatal
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+
+
+def test_sender_that_exited_gives_a_clear_error() -> None:
+    if not LINUX:
+        pytest.skip("senders outside process start use the resource sharer off Linux")
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=w.send_and_exit, args=(child, 10_000))
+    p.start()
+    child.close()
+    p.join(60)  # the child waits a little for its receiver, then exits anyway
+    assert p.exitcode == 0
+    with pytest.raises(ValueError, match="has exited"):
+        parent.recv()
+    parent.close()
+
+
+def test_no_warnings_in_any_process(tmp_path: os.PathLike[str]) -> None:
+    # Warnings in workers (resource tracker, fork in threads) do not reach pytest:
+    # run a whole program under -W error and demand a silent stderr.
+    script = textwrap.dedent("""
+        import multiprocessing as mp, sys
+        import cowbuf, sharing_workers as w
+
+        if __name__ == "__main__":
+            for method in sys.argv[1:]:
+                ctx = mp.get_context(method)
+                a = cowbuf.array("q", range(100_000))
+                cowbuf.registry["a"] = a
+                with ctx.Pool(2, **cowbuf.pool_kwargs()) as pool:
+                    pool.map(w.negate_and_sum, [a[:50_000], a[50_000:]])
+                    made = pool.map(w.make_array, [10, 10_000])
+                assert a.sum() == -sum(range(100_000)), method
+                assert made[1].sum() == sum(range(10_000))
+                p = ctx.Process(target=w.total, args=(a,))
+                p.start(); p.join()
+                assert p.exitcode == 0
+            print("ok")
+        """)
+    path = os.path.join(tmp_path, "program.py")
+    with open(path, "w") as f:
+        f.write(script)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.dirname(w.__file__), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-W", "error", path, *START_METHODS],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.stderr == ""
+    assert done.returncode == 0
+    assert done.stdout == "ok\n"
+
+
+# -- by value --------------------------------------------------------------------------
+
+def _plain_round_trips() -> list[tuple[str, object]]:
+    import cloudpickle
+
+    trips: list[tuple[str, object]] = [
+        (f"pickle{p}", lambda o, p=p: pickle.loads(pickle.dumps(o, protocol=p)))
+        for p in range(2, pickle.HIGHEST_PROTOCOL + 1)]
+    trips.append(("cloudpickle", lambda o: cloudpickle.loads(cloudpickle.dumps(o))))
+    return trips
+
+
+@pytest.mark.parametrize("name,trip", _plain_round_trips())
+def test_plain_pickle_copies_by_value(name: str, trip: object) -> None:
+    assert callable(trip)
+    a = cowbuf.array("d", [1.5, 2.5, 3.5, 4.5, 5.5])
+    b = trip(a)
+    assert isinstance(b, cowbuf.Array)
+    assert b == a and b.typecode == "d"
+    assert b.region is not a.region
+    b[0] = 9.0
+    assert a[0] == 1.5
+    assert trip(a[::-2]).tolist() == [5.5, 3.5, 1.5]
+    big = cowbuf.array("Q", range(2**64 - 2000, 2**64))
+    assert trip(big) == big
+    frozen = cowbuf.array("h", range(5))
+    frozen.freeze()
+    assert trip(frozen).readonly
+    assert trip(a.toreadonly()).readonly
+    region = cowbuf.Region(5000)
+    memoryview(region)[4999] = 7
+    copy = trip(region)
+    assert isinstance(copy, cowbuf.Region)
+    assert copy.nbytes == 5000 and memoryview(copy)[4999] == 7
+    counter = cowbuf.Counter(-42)
+    copied = trip(counter)
+    assert isinstance(copied, cowbuf.Counter)
+    assert copied.value == -42
+    copied.add()
+    assert counter.value == -42
