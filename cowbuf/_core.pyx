@@ -18,7 +18,8 @@ from cpython.buffer cimport (
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.float cimport PyFloat_AsDouble
 from cpython.long cimport (
-    PyLong_AsLongLong, PyLong_AsUnsignedLongLong, PyLong_Check, PyLong_CheckExact,
+    PyLong_AsLongLong, PyLong_AsLongLongAndOverflow, PyLong_AsUnsignedLongLong,
+    PyLong_Check, PyLong_CheckExact,
     PyLong_FromLongLong, PyLong_FromUnsignedLongLong,
 )
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
@@ -1924,6 +1925,17 @@ def _array_state(Array a not None):
 # -- Counter -----------------------------------------------------------------------
 
 cdef inline long long _counter_arg(object value) except? -1:
+    cdef int overflow = 0
+    cdef long long v
+    if PyLong_CheckExact(value):
+        # the common case, without a temporary object or an exception frame
+        v = PyLong_AsLongLongAndOverflow(value, &overflow)
+        if not overflow:
+            return v
+    return _counter_arg_slow(value)
+
+
+cdef long long _counter_arg_slow(object value) except? -1:
     number = value if PyLong_CheckExact(value) else PyNumber_Index(value)
     try:
         return PyLong_AsLongLong(number)
@@ -1939,7 +1951,10 @@ cdef Counter _counter_view(Region region, Py_ssize_t offset):
     return c
 
 
+# Plain method descriptors rather than Cython function objects: CPython calls them
+# without a bound-method object in between (counters are called in hot loops).
 @cython.final
+@cython.binding(False)
 cdef class Counter:
     """Counter(initial=0, *, padded=False)
 
@@ -1970,8 +1985,10 @@ cdef class Counter:
         return <long long*>(addr + self._offset)
 
     cdef inline long long* _wptr(self) except NULL:
-        self._region._check_writable()
-        return <long long*>(self._region._addr + self._offset)
+        cdef Region r = self._region
+        if r._addr == NULL or r._frozen or r._mapping.readonly:
+            r._check_writable()  # raises
+        return <long long*>(r._addr + self._offset)
 
     def load(self):
         """The current value."""
