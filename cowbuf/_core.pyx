@@ -1531,9 +1531,21 @@ cdef inline object _from_bits(char tc, uint64_t bits):
     return PyLong_FromLongLong(<long long>bits)
 
 
-cdef uint64_t _delta_bits(char tc, object value) except? 0xffffffffffffffff:
+cdef inline uint64_t _delta_bits(char tc, object value) except? 0xffffffffffffffff:
     """An addend for atomic adds on typecode `tc`, as two's-complement bits: the
     element's range, or for unsigned types anything from -2**(bits-1) up."""
+    cdef int overflow = 0
+    cdef long long v
+    if PyLong_CheckExact(value):
+        # the common case in C: every int64 is a valid addend to an 8-byte element
+        v = PyLong_AsLongLongAndOverflow(value, &overflow)
+        if not overflow and (_itemsize(tc) == 8 or (
+                v >= INT_MIN and v <= (<long long>UINT_MAX if tc == c'I' else INT_MAX))):
+            return <uint64_t>v
+    return _delta_bits_slow(tc, value)
+
+
+cdef uint64_t _delta_bits_slow(char tc, object value) except? 0xffffffffffffffff:
     bits = 8 * _itemsize(tc)  # a Python int: the bounds below need 65 bits
     number = value if PyLong_CheckExact(value) else PyNumber_Index(value)
     # Python ints: in C, 1 << 63 (and 1 << 32 for 'I') overflows an int
