@@ -1719,13 +1719,19 @@ cdef Py_ssize_t _check_add_at(const _IntBuf* idx, const _IntBuf* vals, Py_ssize_
     cdef bint huge
     cdef int64_t low = -(<int64_t>1 << 31)
     cdef int64_t high = (<int64_t>1 << 32) - 1 if unsigned_target else (<int64_t>1 << 31) - 1
-    for k in range(idx.n):
-        v = _int_at(idx, k, &huge)
-        if v < 0:
-            v += length
-        if huge or v < 0 or v >= length:
+    if idx.size == 8 and idx.kind == 1 and idx.step == 8:
+        k = _first_bad_index(<const int64_t*>idx.data, idx.n, length)
+        if k >= 0:
             bad_kind[0] = 1
             return k
+    else:
+        for k in range(idx.n):
+            v = _int_at(idx, k, &huge)
+            if v < 0:
+                v += length
+            if huge or v < 0 or v >= length:
+                bad_kind[0] = 1
+                return k
     if vals == NULL or vals.kind == 3:
         return -1
     for k in range(vals.n):
@@ -1737,6 +1743,28 @@ cdef Py_ssize_t _check_add_at(const _IntBuf* idx, const _IntBuf* vals, Py_ssize_
         elif itemsize == 4 and (v < low or v > high):
             bad_kind[0] = 2
             return k
+    return -1
+
+
+cdef Py_ssize_t _first_bad_index(const int64_t* p, Py_ssize_t n, Py_ssize_t length) noexcept nogil:
+    """The first k with p[k] outside -length..length-1, or -1. Contiguous int64
+    indices (numpy's default) are checked by blocks without a branch per item: this
+    pass reads every index once more before any add, and should cost no more than
+    the memory traffic."""
+    cdef Py_ssize_t start, end, k
+    cdef uint64_t bad
+    # v in -length..length-1  <=>  v + length in 0..2*length-1, as unsigned (wrapping)
+    cdef uint64_t shift = <uint64_t>length
+    cdef uint64_t span = 2 * <uint64_t>length
+    for start in range(0, n, 4096):
+        end = min(start + 4096, n)
+        bad = 0
+        for k in range(start, end):
+            bad |= (<uint64_t>p[k] + shift) >= span
+        if bad:
+            for k in range(start, end):
+                if (<uint64_t>p[k] + shift) >= span:
+                    return k
     return -1
 
 
@@ -1761,6 +1789,20 @@ cdef Py_ssize_t _apply_add_at(char* base, Py_ssize_t stride, Py_ssize_t length,
     cdef uint64_t delta = scalar
     cdef bint huge
     cdef bint wide = itemsize == 8
+    cdef const int64_t* p
+    if idx.size == 8 and idx.kind == 1 and idx.step == 8 and vals == NULL and wide:
+        # the common case (contiguous int64 indices, one addend) without the
+        # per-item dispatch of _int_at
+        p = <const int64_t*>idx.data
+        for k in range(idx.n):
+            i = p[k]
+            if i < 0:
+                i += length
+            if <uint64_t>i >= <uint64_t>length:
+                skipped += 1
+                continue
+            cowbuf_fetch_add_u64(<uint64_t*>(base + i * stride), delta)
+        return skipped
     for k in range(idx.n):
         i = _int_at(idx, k, &huge)
         if i < 0:
