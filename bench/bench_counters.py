@@ -269,27 +269,35 @@ def run(quick: bool = False, smoke: bool = False) -> dict[str, Any]:
     def rate(name: str, key: str) -> float | None:
         return peers.get(name, {}).get(key, {}).get("rate")
 
+    def one(name: str) -> list[float]:  # seconds per round of n1 increments
+        return peers.get(name, {}).get("one", {}).get("samples", [])
+
+    def two(name: str) -> list[float]:  # seconds per increment, per round
+        return [1 / r["rate"] for r in peers.get(name, {}).get("two_runs", [])]
+
     targets = []
-    best_shm = max((r for r in (rate("atomicshm view", "one"), rate("atomicshm cell", "one"))
-                    if r), default=None)
-    if rate("cowbuf", "one") and best_shm:
-        targets.append(target("1 process: Counter.add >= 1.0x atomicshm (its faster API)",
-                              rate("cowbuf", "one"), best_shm, 1.0, "rate"))
+    shm = [n for n in ("atomicshm view", "atomicshm cell") if rate(n, "one")]
+    if rate("cowbuf", "one") and shm:
+        best = max(shm, key=lambda n: rate(n, "one") or 0.0)
+        targets.append(target("1 process: Counter.add >= 1.0x atomicshm",
+                              one("cowbuf"), one(best), 1.0, "rate",
+                              f"its faster API: {PEERS[best][0]}"))
     else:
         targets.append(na_target("1 process: Counter.add >= 1.0x atomicshm", 1.0, "rate",
                                  "atomicshm not installed"))
     if rate("cowbuf", "one") and rate("Value+lock", "one"):
         targets.append(target("1 process: Counter.add >= 8x Value+lock",
-                              rate("cowbuf", "one"), rate("Value+lock", "one"), 8.0, "rate"))
+                              one("cowbuf"), one("Value+lock"), 8.0, "rate"))
     if rate("cowbuf", "two") and rate("Value+lock", "two"):
         targets.append(target("2 processes: aggregate >= 15x Value+lock",
-                              rate("cowbuf", "two"), rate("Value+lock", "two"), 15.0, "rate",
+                              two("cowbuf"), two("Value+lock"), 15.0, "rate",
                               "exact" if peers["cowbuf"]["two"]["exact"] else "NOT EXACT"))
     if "seconds_per_update" in bulk:
-        spu = bulk["seconds_per_update"]
+        s = bulk["samples"]
         targets.append(target("atomic_add_at >= 15x a Python loop of atomic_add",
-                              1 / spu["atomic_add_at"], 1 / spu["python loop"], 15.0, "rate",
-                              f"{bulk['updates']:,} updates into {bulk['bins']} bins"))
+                              s["atomic_add_at"], s["python loop"], 15.0, "rate",
+                              f"{bulk['updates']:,} updates into {bulk['bins']} bins",
+                              scale=bulk["updates"] / bulk["loop_updates"]))
     return {"name": "counters", "title": "Shared counters: increments per second",
             "config": {"ops_one": n1, "ops_two": n2, "rounds": rounds, "rounds_two": rounds2},
             "peers": peers, "bulk": bulk, "targets": targets}

@@ -262,8 +262,8 @@ def run(quick: bool = False, smoke: bool = False, only: list[str] | None = None,
         cfg = {"items": 50_000, "workers": 3, "idle": 0.2, "settle": 0.1, "load_seconds": 0.5,
                "concurrency": 3, "interval": 0.05}
     elif quick:
-        cfg = {"items": 10_000_000, "workers": 3, "idle": 0.5, "settle": 0.3,
-               "load_seconds": 1.5, "concurrency": 4, "interval": 0.1}
+        cfg = {"items": 10_000_000, "workers": 3, "idle": 0.3, "settle": 0.2,
+               "load_seconds": 1.0, "concurrency": 4, "interval": 0.1}
     else:
         cfg = {"items": 10_000_000, "workers": 3, "idle": 1.0, "settle": 1.0,
                "load_seconds": 5.0, "concurrency": 4, "interval": 0.1}

@@ -215,8 +215,11 @@ def markdown(data: dict[str, Any], charts: dict[str, str]) -> str:
     ]
     rows = all_targets(data)
     if rows:
-        out += ["## Targets", "", table(["benchmark", "target", "measured", "goal", ""], rows),
-                ""]
+        out += ["## Targets", "",
+                "Each ratio is the median of per-round ratios: every round times cowbuf "
+                "and the reference back to back, so that load from elsewhere on the "
+                "machine hits both alike.", "",
+                table(["benchmark", "target", "measured", "goal", ""], rows), ""]
     bench = data["benchmarks"]
     for name in ORDER:
         if name not in bench:
