@@ -94,12 +94,12 @@ def run(quick: bool = False, smoke: bool = False) -> dict[str, Any]:
     arms = {k: reader(v, idx) for k, v in containers.items()}
     arms["struct"] = struct_reader(offs)
     arms["empty loop"] = loop_only
-    record("getitem", f"a[i], {reads:,} random reads of {n:,}", interleaved(arms, rounds))
+    record("getitem", f"{reads:,} random reads over all items", interleaved(arms, rounds))
 
     arms = {k: reader(v, hot) for k, v in containers.items()}
     arms["struct"] = struct_reader(hot_offs)
     arms["empty loop"] = loop_only
-    record("getitem_hot", f"a[i], {reads:,} reads of 1,000 hot items (in cache)",
+    record("getitem_hot", f"{reads:,} reads of 1,000 hot items (in cache)",
            interleaved(arms, rounds))
 
     # -- full iteration ----------------------------------------------------------------
@@ -114,13 +114,13 @@ def run(quick: bool = False, smoke: bool = False) -> dict[str, Any]:
     samples = interleaved(arms, rounds)
     progress(f"access: full iteration with struct.unpack_from x {slow_rounds}")
     samples.update(interleaved({"struct": struct_sum}, slow_rounds))
-    record("iterate", "sum(a): iterate every item in Python", samples)
+    record("iterate", "iterate every item in Python", samples)
 
     # -- C reductions ------------------------------------------------------------------
     progress(f"access: a.sum() x {rounds * 3} rounds")
     expected = int(src.sum())
     assert a.sum() == expected and int(same.sum()) == expected
-    record("sum", "a.sum() (in C)", interleaved(
+    record("sum", "the sum in C", interleaved(
         {"cowbuf": a.sum, "numpy (same memory)": same.sum, "numpy": npa.sum}, rounds * 3))
 
     # -- construction ------------------------------------------------------------------
@@ -135,7 +135,7 @@ def run(quick: bool = False, smoke: bool = False) -> dict[str, Any]:
         return out
 
     progress(f"access: construction from numpy x {rounds * 2} rounds")
-    record("construct", f"construct {n:,} items from a numpy array", interleaved({
+    record("construct", "a new array of all items from a numpy array", interleaved({
         "cowbuf": lambda: cowbuf.array("q", src),
         "fresh mmap + numpy (floor)": fresh_mmap_floor,
         "numpy": src.copy,
@@ -154,7 +154,7 @@ def run(quick: bool = False, smoke: bool = False) -> dict[str, Any]:
         arr[:] = pattern
 
     progress(f"access: fill x {rounds * 2} rounds")
-    record("fill", "a.fill(7) (slice assignment from a prepared buffer where no fill exists)",
+    record("fill", "slice assignment from a prepared buffer where there is no fill()",
            interleaved({
                "cowbuf": lambda: a.fill(7),
                "numpy (same memory)": lambda: same.fill(7),
@@ -193,44 +193,47 @@ def run(quick: bool = False, smoke: bool = False) -> dict[str, Any]:
             "ops": ops, "targets": targets, "notes": notes}
 
 
+OP_HEADERS = {"getitem": "a[i] random", "getitem_hot": "a[i] hot", "iterate": "sum(a)",
+              "sum": "a.sum()", "construct": "construct", "fill": "fill(7)"}
+
+
 def format_result(result: dict[str, Any]) -> str:
     ops = result["ops"]
-    columns: list[str] = []
+    rows_order: list[str] = []
     for op in ops.values():
         for arm in op["median"]:
-            if arm not in columns:
-                columns.append(arm)
-    # cowbuf first, then the pure-Python mmap peers, then the rest in order of appearance
-    order = [c for c in ["cowbuf", "memoryview", "struct", "array.array", "list", "numpy"]
-             if c in columns] + [c for c in columns if c not in ARMS]
+            if arm not in rows_order:
+                rows_order.append(arm)
+    # cowbuf first, then the peers in the order of ARMS, then the references
+    rows_order = [a for a in ARMS if a in rows_order] + [a for a in rows_order if a not in ARMS]
     rows = []
-    for op in ops.values():
-        med = op["median"]
-        cow = med.get("cowbuf")
-        cells = [op["title"]]
-        for arm in order:
-            t = med.get(arm)
+    for arm in rows_order:
+        cells = [ARM_TITLES.get(arm, arm)]
+        for op in ops.values():
+            t = op["median"].get(arm)
+            cow = op["median"].get("cowbuf")
             if t is None:
                 cells.append("—")
-            elif arm == "cowbuf" or not cow or arm == "empty loop":
+            elif arm in ("cowbuf", "empty loop") or not cow:
                 cells.append(fmt_time(t))
             else:
                 cells.append(f"{fmt_time(t)} ({cow / t:.2f}x)")
         rows.append(cells)
-    headers = ["operation"] + [ARM_TITLES.get(c, c) for c in order]
+    headers = ["data held as"] + [OP_HEADERS.get(k, k) for k in ops]
     n = result["config"]["items"]
     notes = result["notes"]
     per_read = ", ".join(f"{arm} {notes['ns_per_read'][arm]:.0f}" for arm in ARMS)
     per_hot = ", ".join(f"{arm} {notes['ns_per_hot_read'][arm]:.0f}" for arm in ARMS)
+    legend = "; ".join(f"{OP_HEADERS.get(k, k)}: {op['title']}" for k, op in ops.items())
     return "\n".join([
         f"### {result['title']} ({n:,} int64)",
         "",
         "Median time of each operation; in brackets, cowbuf's time as a ratio of that "
-        "column's (below 1.00x: cowbuf is faster).",
+        "row's (below 1.00x: cowbuf is faster). " + legend + ".",
         "",
         table(headers, rows),
         "",
-        f"Net ns per read (loop subtracted), random over all items: {per_read}; "
+        f"Net ns per read (the empty loop subtracted), random over all items: {per_read}; "
         f"hot items: {per_hot}.",
         "",
         format_targets(result["targets"]),
