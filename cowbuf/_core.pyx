@@ -25,7 +25,7 @@ from cpython.long cimport (
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.number cimport PyIndex_Check, PyNumber_AsSsize_t, PyNumber_Index
 from cpython.slice cimport PySlice_AdjustIndices, PySlice_Check, PySlice_Unpack
-from libc.errno cimport EMFILE, ENFILE, ENOMEM, EPERM, EACCES, errno
+from libc.errno cimport ENOMEM, EPERM, EACCES, errno
 from libc.math cimport NAN
 from libc.limits cimport (
     INT_MAX, INT_MIN, LLONG_MAX, LLONG_MIN, LONG_MAX, LONG_MIN, SCHAR_MAX, SCHAR_MIN,
@@ -44,6 +44,9 @@ import os
 import sys
 import weakref
 from pickle import PickleBuffer
+from types import GenericAlias
+
+from cowbuf._memory import check_commit
 
 
 cdef extern from "_shm.h" nogil:
@@ -68,6 +71,9 @@ cdef Py_ssize_t ARENA_BYTES = max(8 << 20, 64 * PAGE)
 # maps it, so a forked child allocating from an inherited arena never collides with
 # its parent.
 cdef Py_ssize_t ARENA_HEADER = 64
+# Arrays built from data (and so written in full at once) are committed up front;
+# from this size on, against the memory left (cowbuf._memory), as populate=True is.
+cdef Py_ssize_t COMMIT_CHECK_BYTES = 64 << 20
 # Bulk loops over at least this many bytes release the GIL.
 cdef Py_ssize_t NOGIL_BYTES = 1 << 16
 # Integer sums are exact: partial sums are taken over chunks this long, which cannot
@@ -437,6 +443,9 @@ cdef Region _carve(Py_ssize_t nbytes, Py_ssize_t align):
 cdef Region _allocate(Py_ssize_t nbytes, bint populate):
     if nbytes < PAGE:
         return _carve(nbytes, 16)
+    if populate and nbytes >= COMMIT_CHECK_BYTES:
+        # every page is about to be written: fail here, not in the OOM killer
+        check_commit(nbytes)
     cdef Region region = Region.__new__(Region)
     region._attach(_new_mapping(nbytes, populate, False), 0, nbytes)
     return region
@@ -481,6 +490,8 @@ cdef class Region:
         if n == 0:
             raise ValueError("a Region needs at least one byte")
         _sweep_hook()
+        if populate:
+            check_commit(n)
         self._attach(_new_mapping(n, populate, False), 0, n)
 
     cdef void _attach(self, _Mapping mapping, Py_ssize_t offset, Py_ssize_t nbytes) noexcept:
@@ -594,7 +605,7 @@ cdef class Region:
         self._check_open()
         cdef char tc = _parse_typecode(typecode)
         cdef Py_ssize_t size = _itemsize(tc)
-        cdef Py_ssize_t start = PyNumber_AsSsize_t(offset, OverflowError)
+        cdef Py_ssize_t start = PyNumber_AsSsize_t(offset, ValueError)
         cdef Py_ssize_t count
         self._check_open()
         if start < 0 or start > self._nbytes:
@@ -604,7 +615,7 @@ cdef class Region:
         if length is None:
             count = (self._nbytes - start) // size
         else:
-            count = PyNumber_AsSsize_t(length, OverflowError)
+            count = PyNumber_AsSsize_t(length, ValueError)
             self._check_open()
             if count < 0:
                 raise ValueError(f"negative length: {count}")
@@ -618,7 +629,7 @@ cdef class Region:
         """A Counter on the 8 bytes at `offset` (a multiple of 8) of this region. The
         memory is used as it is: it is not reset."""
         self._check_open()
-        cdef Py_ssize_t start = PyNumber_AsSsize_t(offset, OverflowError)
+        cdef Py_ssize_t start = PyNumber_AsSsize_t(offset, ValueError)
         self._check_open()
         if start % 8:
             raise ValueError(f"counter offset {start} is not a multiple of 8")
@@ -993,6 +1004,33 @@ cdef void _scatter(char* dst, const char* src, Py_ssize_t n, Py_ssize_t stride,
 
 # -- Array -------------------------------------------------------------------------
 
+cdef extern from *:
+    """
+    /* An exact int as an index, read from its digits when it is small; an int too
+     * large for Py_ssize_t becomes PY_SSIZE_T_MIN, which no array can hold. */
+    static inline Py_ssize_t cowbuf_exact_index(PyObject *key)
+    {
+    #if PY_VERSION_HEX >= 0x030C0000
+        if (PyUnstable_Long_IsCompact((PyLongObject *)key)) {
+            return (Py_ssize_t)PyUnstable_Long_CompactValue((PyLongObject *)key);
+        }
+    #else
+        Py_ssize_t size = Py_SIZE(key);
+        if (size == 0 || size == 1 || size == -1) {
+            return size * (Py_ssize_t)((PyLongObject *)key)->ob_digit[0];
+        }
+    #endif
+        Py_ssize_t i = PyLong_AsSsize_t(key);
+        if (i == -1 && PyErr_Occurred()) {
+            PyErr_Clear();  /* OverflowError: the only error for an exact int */
+            return PY_SSIZE_T_MIN;
+        }
+        return i;
+    }
+    """
+    Py_ssize_t cowbuf_exact_index(object key) noexcept
+
+
 cdef Array _array_view(Region region, char tc, Py_ssize_t offset, Py_ssize_t length,
                        Py_ssize_t stride, bint readonly):
     cdef Array view = Array.__new__(Array)
@@ -1041,7 +1079,11 @@ cdef class Array:
         return 0
 
     cdef Py_ssize_t _index(self, object key) except? -1:
-        cdef Py_ssize_t i = PyNumber_AsSsize_t(key, IndexError)
+        cdef Py_ssize_t i
+        if PyLong_CheckExact(key):
+            i = cowbuf_exact_index(key)
+        else:
+            i = PyNumber_AsSsize_t(key, IndexError)
         if i < 0:
             i += self._length
         if i < 0 or i >= self._length:
@@ -1055,16 +1097,21 @@ cdef class Array:
         return self._length
 
     def __getitem__(self, key):
-        cdef char* base = self._base()
+        cdef char* addr = self._region._addr
         cdef Py_ssize_t i
-        if PyLong_CheckExact(key):
-            i = self._index(key)
-        elif PySlice_Check(key):
+        if PyLong_CheckExact(key) and addr != NULL:
+            i = cowbuf_exact_index(key)  # the hot path: no Python code can run
+            if i < 0:
+                i += self._length
+            if <size_t>i >= <size_t>self._length:
+                raise IndexError("array index out of range")
+            return _load(self._typecode, addr + self._offset + i * self._stride)
+        self._base()
+        if PySlice_Check(key):
             return self._slice(key)
-        else:
-            i = self._index(key)
-            base = self._base()  # __index__ may have closed the region
-        return _load(self._typecode, base + i * self._stride)
+        i = self._index(key)
+        # __index__ may have closed the region
+        return _load(self._typecode, self._base() + i * self._stride)
 
     def __setitem__(self, key, value):
         cdef Py_ssize_t i
@@ -1199,6 +1246,10 @@ cdef class Array:
         return not _equal(self, <Array>other)
 
     __hash__ = None
+
+    # Array[int], Array[float] in annotations evaluated at run time: the stubs
+    # make Array generic in its item type.
+    __class_getitem__ = classmethod(GenericAlias)
 
     # -- properties
 
@@ -1393,7 +1444,8 @@ cdef class Array:
         self._check_writable()
         idx = _int_source(indices, "indices", 0)
         n = idx.buf.n
-        if PyLong_Check(values) or (PyIndex_Check(values) and not PyObject_CheckBuffer(values)):
+        if PyLong_Check(values) or (PyIndex_Check(values) and (
+                not PyObject_CheckBuffer(values) or _is_scalar_buffer(values))):
             scalar = _delta_bits(self._typecode, values)
         else:
             vals = _int_source(values, "values", self._typecode)
@@ -1546,10 +1598,10 @@ cdef inline uint64_t _delta_bits(char tc, object value) except? 0xffffffffffffff
 
 
 cdef uint64_t _delta_bits_slow(char tc, object value) except? 0xffffffffffffffff:
-    bits = 8 * _itemsize(tc)  # a Python int: the bounds below need 65 bits
     number = value if PyLong_CheckExact(value) else PyNumber_Index(value)
-    # Python ints: in C, 1 << 63 (and 1 << 32 for 'I') overflows an int
+    # Python ints: in C `1 << 63` (or 1 << 31 on an int) overflows
     cdef object one = 1
+    bits = 8 * _itemsize(tc)
     low = -(one << (bits - 1))
     high = (one << bits) - 1 if _is_unsigned(tc) else (one << (bits - 1)) - 1
     if number < low or number > high:
@@ -1587,7 +1639,7 @@ cdef bint _equal(Array a, Array b) except -1:
     if (ta == tb and not _is_float(ta) and a._stride == a._itemsize
             and b._stride == b._itemsize):
         return memcmp(pa, pb, n * a._itemsize) == 0
-    for i in range(n):
+    for i in range(n):  # no-cython-lint: a C counter; the pointers advance
         if _is_float(ta) and _is_float(tb):
             if ((<const double*>pa)[0] if ta == c'd' else (<const float*>pa)[0]) != (
                     (<const double*>pb)[0] if tb == c'd' else (<const float*>pb)[0]):
@@ -1627,6 +1679,12 @@ cdef class _IntSource:
         if self.has_view:
             PyBuffer_Release(&self.view)
         PyMem_Free(self.owned)
+
+
+cdef bint _is_scalar_buffer(object obj) except -1:
+    """True for a 0-d buffer such as a numpy integer scalar: one addend, not many."""
+    with memoryview(obj) as m:
+        return m.ndim == 0
 
 
 cdef _IntSource _int_source(object obj, str what, char addend_tc):
@@ -1889,25 +1947,36 @@ cdef Array _from_range(char tc, object init):
     numbers do not fit in 64 bits."""
     cdef Py_ssize_t size = _itemsize(tc), n, i
     cdef long long start, step
+    cdef unsigned long long item
     cdef _Value v, first
     try:
         start, step = init.start, init.step
     except OverflowError:
         return None
-    n = len(init)
+    try:
+        n = len(init)
+    except OverflowError:
+        raise MemoryError(f"cannot map {init!r} as '{chr(tc)}' items") from None
+    n = _length_arg(n, size)  # n * size must not overflow
     if n:
         # a range is monotonic: if its ends fit the typecode, everything does
         _convert(tc, init[0], &first)
         _convert(tc, init[n - 1], &v)
+        # (start fits in a long long: the first item of a float range does too)
+        if _is_float(tc) and not LLONG_MIN <= init[n - 1] <= LLONG_MAX:
+            return None
     cdef Region region = _allocate(n * size, n * size >= PAGE)
     cdef char* p = region._addr
     for i in range(n):
+        # Unsigned arithmetic wraps (signed overflow is undefined): every item fits
+        # 64 bits, so its bits come out right even when an intermediate wraps.
+        item = <unsigned long long>start + <unsigned long long>i * <unsigned long long>step
         if _is_float(tc):
-            v.d = <double>(start + i * step)
+            v.d = <double><long long>item
         elif _is_unsigned(tc):
-            v.u = <unsigned long long>(start + i * step)
+            v.u = item
         else:
-            v.i = start + i * step
+            v.i = <long long>item
         _store(tc, p + i * size, v)
     return _array_view(region, tc, 0, n, size, False)
 

@@ -203,10 +203,10 @@ def _receive(token: bytes, size: int, readonly: bool, arena: bool, how: str, whe
                 "this region is anonymous shared memory (the platform has neither memfd "
                 "nor shm_open): only forked children of its creator can use it")
         return mapping
-    pid, fd, ino, *box, slot, generation = where
+    pid, fd, ino, box_token, box_fd, box_ino, box_size, slot, generation = where
     if mapping is None:
         mapping = _core._map_fd(_open_from(pid, fd, ino, readonly), size, token, readonly, arena)
-    _acknowledge(pid, *box, slot, generation)
+    _acknowledge(pid, box_token, box_fd, box_ino, box_size, slot, generation)
     return mapping
 
 

@@ -1,0 +1,119 @@
+"""Shared fixtures: running test bodies in real worker processes.
+
+Tests that need other processes take the ``run_workers`` fixture. It starts one
+process per argument tuple with the multiprocessing context of the ``start_method``
+fixture, waits for all of them, and returns their results in order, re-raising a
+worker's exception (with its traceback) in the test. Only "fork" is listed for now:
+sharing cowbuf objects with spawn and forkserver workers needs pickling by reference,
+and once that exists, adding those names to START_METHODS runs every such test under
+each start method unchanged. Tests about fork itself (what a forked child inherits)
+use the fork context directly.
+"""
+
+import multiprocessing
+import threading
+import traceback
+
+import pytest
+
+START_METHODS = ["fork"]
+
+
+@pytest.fixture(params=START_METHODS)
+def start_method(request):
+    """A multiprocessing start method under which the workers of a test run."""
+    return request.param
+
+
+@pytest.fixture
+def mp_context(start_method):
+    return multiprocessing.get_context(start_method)
+
+
+class WorkerError(AssertionError):
+    """A worker raised: carries its formatted traceback."""
+
+
+def _worker_main(conn, target, args):
+    # Runs in the worker: report the result or the traceback through the pipe.
+    try:
+        result = target(*args)
+    except BaseException:
+        conn.send((False, traceback.format_exc()))
+    else:
+        conn.send((True, result))
+    finally:
+        conn.close()
+
+
+def run_in_workers(ctx, target, arg_tuples, timeout=120, while_running=None):
+    """Run target(*args) in one new process per tuple of `arg_tuples`, all at once;
+    return their results in order. `while_running()`, if given, runs in this
+    process once all workers have started. Raises WorkerError for a worker that
+    raised, died (a crash shows as its exit code, e.g. -11 for SIGSEGV) or did not
+    exit cleanly."""
+    # A fork while other threads run can deadlock the child (Python 3.12+ warns,
+    # and the suite turns warnings into errors): keep the test process
+    # single-threaded. Pipes, unlike multiprocessing.Queue, start no feeder thread.
+    assert threading.active_count() == 1, threading.enumerate()
+    workers = []
+    try:
+        for args in arg_tuples:
+            reader, writer = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_worker_main, args=(writer, target, tuple(args)))
+            proc.start()
+            writer.close()
+            workers.append((proc, reader))
+        if while_running is not None:
+            while_running()
+        results = []
+        failures = []
+        for proc, reader in workers:
+            try:
+                if not reader.poll(timeout):
+                    raise WorkerError(f"worker {proc.pid} did not finish in {timeout} s")
+                ok, value = reader.recv()
+            except EOFError:
+                proc.join(timeout)
+                failures.append(f"worker {proc.pid} died with exit code {proc.exitcode}")
+                results.append(None)
+                continue
+            if not ok:
+                failures.append(f"worker {proc.pid} raised:\n{value}")
+            results.append(value)
+            proc.join(timeout)
+            if ok and proc.exitcode != 0:
+                failures.append(f"worker {proc.pid} exited with code {proc.exitcode}")
+        if failures:
+            raise WorkerError("\n".join(failures))
+        return results
+    finally:
+        for proc, reader in workers:
+            proc.join(timeout)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+            reader.close()
+            proc.close()
+
+
+@pytest.fixture
+def run_workers(mp_context):
+    """run_workers(target, arg_tuples, timeout=120, while_running=None) -> results:
+    see run_in_workers."""
+
+    def run(target, arg_tuples, timeout=120, while_running=None):
+        return run_in_workers(mp_context, target, arg_tuples, timeout, while_running)
+
+    return run
+
+
+@pytest.fixture
+def run_forked():
+    """Like run_workers, always with fork: for what a forked child inherits."""
+
+    def run(target, arg_tuples, timeout=120, while_running=None):
+        return run_in_workers(multiprocessing.get_context("fork"), target, arg_tuples,
+                              timeout, while_running)
+
+    return run
