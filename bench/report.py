@@ -61,6 +61,10 @@ def chart_memory_over_time(gun: dict[str, Any], path: str) -> None:
                 ax.plot(t, [v / 1e6 for v in s["pss"]], color="grey", lw=1, ls=":",
                         label="master PSS")
                 continue
+            if s["role"] == "other":  # e.g. multiprocessing's resource tracker
+                ax.plot(t, [v / 1e6 for v in s["pss"]], color="#bbbbbb", lw=1, ls="-.",
+                        label="helper process PSS")
+                continue
             c = colors[k % len(colors)]
             k += 1
             ax.plot(t, [v / 1e6 for v in s["uss"]], color=c, lw=1.4,
@@ -79,9 +83,13 @@ def chart_memory_over_time(gun: dict[str, Any], path: str) -> None:
         ax.set_ylabel("MB", fontsize=8)
     for ax in axes[-1, :]:
         ax.set_xlabel("seconds since gunicorn started", fontsize=8)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
+    legend: dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    handles, labels = list(legend.values()), list(legend)
     cfg = gun["config"]
-    fig.legend(handles, labels, loc="upper right", fontsize=8, ncol=3)
+    fig.legend(handles, labels, loc="upper right", fontsize=8, ncol=4)
     fig.suptitle(f"Memory of each gunicorn process over time: {cfg['workers']} workers, "
                  f"{cfg['items']:,} integers", fontsize=11, x=0.02, ha="left")
     fig.tight_layout(rect=(0, 0, 1, 0.97))
@@ -228,16 +236,23 @@ def markdown(data: dict[str, Any], charts: dict[str, str]) -> str:
         if "error" in res:
             out += [f"## {name}", "", f"Failed: {res['error']}", ""]
             continue
-        out += [f"## {res['title']}", ""]
+        body = FORMATTERS[name](res)
+        if body.startswith("### "):  # the benchmark's own title becomes the section's
+            title, _, body = body.partition("\n")
+            out += ["## " + title[4:], ""]
+            body = body.lstrip("\n")
+        else:
+            out += [f"## {res['title']}", ""]
         if name == "gunicorn":
             check = article_check(res)
             if check:
-                out += ["What the article claims, checked:", ""] + check + [""]
+                out += ["The article's claims (and the usual advice of `gc.freeze()`), "
+                        "checked on this machine:", ""] + check + [""]
             for key, alt in (("memory", "memory of each process over time"),
                              ("total", "total memory per strategy")):
                 if key in charts:
                     out += [f"![{alt}]({charts[key]})", ""]
-        out += [FORMATTERS[name](res), ""]
+        out += [body, ""]
         if name == "scaling" and "scaling" in charts:
             out += [f"![total memory against workers]({charts['scaling']})", ""]
     return "\n".join(out)
