@@ -214,8 +214,9 @@ def markdown(data: dict[str, Any], charts: dict[str, str]) -> str:
         f"Measured {meta['started']} in {meta['seconds'] / 60:.1f} min with "
         f"`{meta['command']}`.", "",
         f"Machine: {m['cpu']}, {m['cpus']} CPUs, {mem} RAM; {m['os']}; "
-        f"{m['implementation']} {m['python']}; load average at start "
-        f"{', '.join(f'{x:.2f}' for x in m['load_average'] or [])}. {vers}"
+        f"{m['implementation']} {m['python']}; load average (1, 5, 15 min) at the start "
+        f"{', '.join(f'{x:.1f}' for x in m['load_average'] or [])}, at the end "
+        f"{', '.join(f'{x:.1f}' for x in meta.get('load_average_at_end') or [])}. {vers}"
         + (f"; cowbuf at commit {m['cowbuf_commit']}" if m.get("cowbuf_commit") else "") + ".",
         "",
         "All ratios compare figures measured in the same run on the same machine; "

@@ -40,6 +40,7 @@ def run_one(name: str, mode: list[str], index: int, count: int, t_start: float,
     out = os.path.join(tmp, f"{name}.json")
     print(f"[{index}/{count}] {name}: {what} ({time.perf_counter() - t_start:.0f} s)",
           file=sys.stderr, flush=True)
+    load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     t0 = time.perf_counter()
     errors = []
     # tables to a file (read at the end), progress through a pipe (shown as it comes)
@@ -64,6 +65,7 @@ def run_one(name: str, mode: list[str], index: int, count: int, t_start: float,
     with open(out) as f:
         result: dict[str, Any] = json.load(f)
     result["seconds"] = seconds
+    result["load_average_at_start"] = load
     return result
 
 
@@ -102,6 +104,8 @@ def main() -> int:
         for k, name in enumerate(names, 1):
             data["benchmarks"][name] = run_one(name, flags, k, len(names), t_start, tmp)
     data["meta"]["seconds"] = time.perf_counter() - t_start
+    data["meta"]["load_average_at_end"] = (list(os.getloadavg()) if hasattr(os, "getloadavg")
+                                           else None)
 
     import report
     json_path = os.path.join(args.out, f"{stem}.json")
