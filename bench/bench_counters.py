@@ -188,7 +188,7 @@ def run(quick: bool = False, smoke: bool = False) -> dict[str, Any]:
     n1 = 20_000 if smoke else 200_000
     n2 = 20_000 if smoke else (200_000 if quick else 500_000)
     rounds = 2 if smoke else (11 if quick else 25)
-    rounds2 = 1 if smoke else (3 if quick else 5)
+    rounds2 = 1 if smoke else (3 if quick else 9)
     peers: dict[str, dict[str, Any]] = {}
     factories = {}
     for name, (title, factory, module) in PEERS.items():
