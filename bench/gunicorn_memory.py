@@ -149,7 +149,9 @@ def run_strategy(strategy: strategies.Strategy, items: int, workers: int, cfg: d
     phases: dict[str, list[float]] = {}
     result: dict[str, Any] = {"strategy": strategy.name, "title": strategy.title,
                               "preload": strategy.preload, "items": items, "workers": workers,
-                              "port": port, "command": " ".join(cmd[1:])}
+                              "port": port,
+                              # as run from the repository root, without this machine's paths
+                              "command": " ".join(cmd[1:]).replace(BENCH_DIR, "bench")}
     known: set[int] = set()
     worker_pids: set[int] = set()
     first_read: dict[int, float] = {}
