@@ -18,7 +18,8 @@ from cpython.buffer cimport (
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.float cimport PyFloat_AsDouble
 from cpython.long cimport (
-    PyLong_AsLongLong, PyLong_AsUnsignedLongLong, PyLong_Check, PyLong_CheckExact,
+    PyLong_AsLongLong, PyLong_AsLongLongAndOverflow, PyLong_AsUnsignedLongLong,
+    PyLong_Check, PyLong_CheckExact,
     PyLong_FromLongLong, PyLong_FromUnsignedLongLong,
 )
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
@@ -1582,9 +1583,21 @@ cdef inline object _from_bits(char tc, uint64_t bits):
     return PyLong_FromLongLong(<long long>bits)
 
 
-cdef uint64_t _delta_bits(char tc, object value) except? 0xffffffffffffffff:
+cdef inline uint64_t _delta_bits(char tc, object value) except? 0xffffffffffffffff:
     """An addend for atomic adds on typecode `tc`, as two's-complement bits: the
     element's range, or for unsigned types anything from -2**(bits-1) up."""
+    cdef int overflow = 0
+    cdef long long v
+    if PyLong_CheckExact(value):
+        # the common case in C: every int64 is a valid addend to an 8-byte element
+        v = PyLong_AsLongLongAndOverflow(value, &overflow)
+        if not overflow and (_itemsize(tc) == 8 or (
+                v >= INT_MIN and v <= (<long long>UINT_MAX if tc == c'I' else INT_MAX))):
+            return <uint64_t>v
+    return _delta_bits_slow(tc, value)
+
+
+cdef uint64_t _delta_bits_slow(char tc, object value) except? 0xffffffffffffffff:
     number = value if PyLong_CheckExact(value) else PyNumber_Index(value)
     # Python ints: in C `1 << 63` (or 1 << 31 on an int) overflows
     cdef object one = 1
@@ -1764,13 +1777,19 @@ cdef Py_ssize_t _check_add_at(const _IntBuf* idx, const _IntBuf* vals, Py_ssize_
     cdef bint huge
     cdef int64_t low = -(<int64_t>1 << 31)
     cdef int64_t high = (<int64_t>1 << 32) - 1 if unsigned_target else (<int64_t>1 << 31) - 1
-    for k in range(idx.n):
-        v = _int_at(idx, k, &huge)
-        if v < 0:
-            v += length
-        if huge or v < 0 or v >= length:
+    if idx.size == 8 and idx.kind == 1 and idx.step == 8:
+        k = _first_bad_index(<const int64_t*>idx.data, idx.n, length)
+        if k >= 0:
             bad_kind[0] = 1
             return k
+    else:
+        for k in range(idx.n):
+            v = _int_at(idx, k, &huge)
+            if v < 0:
+                v += length
+            if huge or v < 0 or v >= length:
+                bad_kind[0] = 1
+                return k
     if vals == NULL or vals.kind == 3:
         return -1
     for k in range(vals.n):
@@ -1782,6 +1801,28 @@ cdef Py_ssize_t _check_add_at(const _IntBuf* idx, const _IntBuf* vals, Py_ssize_
         elif itemsize == 4 and (v < low or v > high):
             bad_kind[0] = 2
             return k
+    return -1
+
+
+cdef Py_ssize_t _first_bad_index(const int64_t* p, Py_ssize_t n, Py_ssize_t length) noexcept nogil:
+    """The first k with p[k] outside -length..length-1, or -1. Contiguous int64
+    indices (numpy's default) are checked by blocks without a branch per item: this
+    pass reads every index once more before any add, and should cost no more than
+    the memory traffic."""
+    cdef Py_ssize_t start, end, k
+    cdef uint64_t bad
+    # v in -length..length-1  <=>  v + length in 0..2*length-1, as unsigned (wrapping)
+    cdef uint64_t shift = <uint64_t>length
+    cdef uint64_t span = 2 * <uint64_t>length
+    for start in range(0, n, 4096):
+        end = min(start + 4096, n)
+        bad = 0
+        for k in range(start, end):
+            bad |= (<uint64_t>p[k] + shift) >= span
+        if bad:
+            for k in range(start, end):
+                if (<uint64_t>p[k] + shift) >= span:
+                    return k
     return -1
 
 
@@ -1806,6 +1847,20 @@ cdef Py_ssize_t _apply_add_at(char* base, Py_ssize_t stride, Py_ssize_t length,
     cdef uint64_t delta = scalar
     cdef bint huge
     cdef bint wide = itemsize == 8
+    cdef const int64_t* p
+    if idx.size == 8 and idx.kind == 1 and idx.step == 8 and vals == NULL and wide:
+        # the common case (contiguous int64 indices, one addend) without the
+        # per-item dispatch of _int_at
+        p = <const int64_t*>idx.data
+        for k in range(idx.n):
+            i = p[k]
+            if i < 0:
+                i += length
+            if <uint64_t>i >= <uint64_t>length:
+                skipped += 1
+                continue
+            cowbuf_fetch_add_u64(<uint64_t*>(base + i * stride), delta)
+        return skipped
     for k in range(idx.n):
         i = _int_at(idx, k, &huge)
         if i < 0:
@@ -1993,6 +2048,17 @@ def _array_state(Array a not None):
 # -- Counter -----------------------------------------------------------------------
 
 cdef inline long long _counter_arg(object value) except? -1:
+    cdef int overflow = 0
+    cdef long long v
+    if PyLong_CheckExact(value):
+        # the common case, without a temporary object or an exception frame
+        v = PyLong_AsLongLongAndOverflow(value, &overflow)
+        if not overflow:
+            return v
+    return _counter_arg_slow(value)
+
+
+cdef long long _counter_arg_slow(object value) except? -1:
     number = value if PyLong_CheckExact(value) else PyNumber_Index(value)
     try:
         return PyLong_AsLongLong(number)
@@ -2008,7 +2074,10 @@ cdef Counter _counter_view(Region region, Py_ssize_t offset):
     return c
 
 
+# Plain method descriptors rather than Cython function objects: CPython calls them
+# without a bound-method object in between (counters are called in hot loops).
 @cython.final
+@cython.binding(False)
 cdef class Counter:
     """Counter(initial=0, *, padded=False)
 
@@ -2039,8 +2108,10 @@ cdef class Counter:
         return <long long*>(addr + self._offset)
 
     cdef inline long long* _wptr(self) except NULL:
-        self._region._check_writable()
-        return <long long*>(self._region._addr + self._offset)
+        cdef Region r = self._region
+        if r._addr == NULL or r._frozen or r._mapping.readonly:
+            r._check_writable()  # raises
+        return <long long*>(r._addr + self._offset)
 
     def load(self):
         """The current value."""
