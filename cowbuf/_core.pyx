@@ -1426,13 +1426,21 @@ cdef class Array:
         cdef int bad_kind = 0
         self._check_atomic()
         self._check_writable()
-        idx = _int_source(indices, "indices", 0)
+        # The items this call adds to: indices or values read in place from there would
+        # change under the adds, so they are copied first (as numpy.add.at does).
+        cdef const char* first = self._base()
+        cdef const char* last = first + (self._length - 1) * self._stride
+        cdef const char* lo = first if self._stride > 0 else last
+        cdef const char* hi = (last if self._stride > 0 else first) + self._itemsize
+        if self._length == 0:
+            hi = lo
+        idx = _int_source(indices, "indices", 0, lo, hi)
         n = idx.buf.n
         if PyLong_Check(values) or (PyIndex_Check(values) and (
                 not PyObject_CheckBuffer(values) or _is_scalar_buffer(values))):
             scalar = _delta_bits(self._typecode, values)
         else:
-            vals = _int_source(values, "values", self._typecode)
+            vals = _int_source(values, "values", self._typecode, lo, hi)
             if vals.buf.n != n:
                 raise ValueError(f"{vals.buf.n} values for {n} indices")
         self._check_writable()  # buffers and conversions may run Python code
@@ -1659,10 +1667,14 @@ cdef bint _is_scalar_buffer(object obj) except -1:
         return m.ndim == 0
 
 
-cdef _IntSource _int_source(object obj, str what, char addend_tc):
-    """Integers of `obj` for atomic_add_at; addend_tc 0 for indices."""
+cdef _IntSource _int_source(object obj, str what, char addend_tc, const char* avoid_lo,
+                            const char* avoid_hi):
+    """Integers of `obj` for atomic_add_at; addend_tc 0 for indices. A buffer is read
+    in place unless it overlaps [avoid_lo, avoid_hi): then its items are copied."""
     cdef _IntSource src = _IntSource.__new__(_IntSource)
     cdef Py_ssize_t size = 0, i, n
+    cdef const char* start
+    cdef const char* end
     cdef int kind
     if PyObject_CheckBuffer(obj):
         PyObject_GetBuffer(obj, &src.view, PyBUF_RECORDS_RO)
@@ -1684,6 +1696,18 @@ cdef _IntSource _int_source(object obj, str what, char addend_tc):
         src.buf.n = src.view.len // size
         src.buf.size = size
         src.buf.kind = kind
+        n = src.buf.n
+        if n:
+            start = src.buf.data + (src.buf.step * (n - 1) if src.buf.step < 0 else 0)
+            end = src.buf.data + (src.buf.step * (n - 1) if src.buf.step > 0 else 0) + size
+            if start < avoid_hi and avoid_lo < end:
+                src.owned = <uint64_t*>PyMem_Malloc(n * size)
+                if src.owned == NULL:
+                    raise MemoryError()
+                for i in range(n):
+                    memcpy(<char*>src.owned + i * size, src.buf.data + i * src.buf.step, size)
+                src.buf.data = <const char*>src.owned
+                src.buf.step = size
         return src
     if isinstance(obj, (str, bytes)):
         raise TypeError(f"{what} must be integers, not {type(obj).__name__}")
