@@ -52,6 +52,8 @@ cdef extern from "_shm.h" nogil:
     void* cowbuf_shm_map(int fd, size_t size, int writable, int populate)
     int cowbuf_shm_protect_readonly(void* addr, size_t size, int fd)
     int64_t cowbuf_fd_size(int fd)
+    void cowbuf_poison(void* addr, size_t size)
+    void cowbuf_unpoison(void* addr, size_t size)
     int munmap(void* addr, size_t size)
     int close(int fd)
 
@@ -312,6 +314,7 @@ cdef class _Mapping:
         cdef char* addr = self.addr
         self.addr = NULL
         if addr != NULL:
+            cowbuf_unpoison(addr, <size_t>self.size)
             with nogil:
                 munmap(addr, <size_t>self.size)
         if self.fd >= 0:
@@ -347,6 +350,12 @@ cdef _Mapping _new_mapping(Py_ssize_t nbytes, bint populate, bint arena):
                     close(fd)
     if err:
         raise _os_error(err, f"cannot create a shared region of {nbytes} bytes")
+    # (sanitizer builds) what no Region covers yet: all but the arena's header, or
+    # the tail of the last page
+    if arena:
+        cowbuf_poison(<char*>addr + ARENA_HEADER, size - ARENA_HEADER)
+    else:
+        cowbuf_poison(<char*>addr + nbytes, size - nbytes)
     m = _Mapping.__new__(_Mapping)
     m.addr = <char*>addr
     m.size = <Py_ssize_t>size
@@ -388,6 +397,9 @@ def _map_fd(int fd, Py_ssize_t size, bytes token, bint readonly, bint arena):
         if err:
             raise _os_error(err, "cannot map a received region")
         raise ValueError(f"received fd holds {actual} bytes, expected {size}")
+    # (sanitizer builds) each Region received on it unpoisons its own bytes
+    cowbuf_poison(<char*>addr + (ARENA_HEADER if arena else 0),
+                  size - (ARENA_HEADER if arena else 0))
     m = _Mapping.__new__(_Mapping)
     m.addr = <char*>addr
     m.size = size
@@ -429,6 +441,7 @@ cdef Region _carve(Py_ssize_t nbytes, Py_ssize_t align):
                 break
             # on failure `current` is reloaded with the offset another process set
             if cowbuf_cas_u64(bump, &current, end):
+                cowbuf_unpoison(_arena.addr + start, <size_t>nbytes)
                 return _region_view(_arena, <Py_ssize_t>start, nbytes, False)
         _arena = None
 
@@ -677,6 +690,7 @@ def _region_on(_Mapping mapping not None, Py_ssize_t offset, Py_ssize_t nbytes, 
     """The Region of `nbytes` at `offset` of a mapping (used by unpickling)."""
     if offset < 0 or nbytes < 0 or offset > mapping.size - nbytes or mapping.addr == NULL:
         raise ValueError(f"region {offset}+{nbytes} is outside its mapping ({mapping.size})")
+    cowbuf_unpoison(mapping.addr + offset, <size_t>nbytes)
     return _region_view(mapping, offset, nbytes, frozen)
 
 
