@@ -66,7 +66,8 @@ logs=$scratch/asan-logs
 rm -rf "$logs" && mkdir -p "$logs"
 say "replaying $(ls "$corpus" "$plain/tests/fuzz/corpus" | wc -l) inputs under ASan+UBSan"
 # shellcheck disable=SC2046
-if ! (cd "$asan" && env $(asan_env "$logs") PYTHONPATH="$asan" "$venv/bin/python" -W error \
+if ! (cd "$asan" && env $(asan_env "$logs") PYTHONMALLOC=malloc PYTHONPATH="$asan" \
+        "$venv/bin/python" -W error \
         tests/fuzz/fuzz_api.py --replay "$corpus" "$asan/tests/fuzz/corpus"); then
     status=1
     say "replay under ASan+UBSan: FAILED"
