@@ -39,10 +39,16 @@ if [[ ,$passes, == *,asan,* ]]; then
     rm -rf "$logs" && mkdir -p "$logs"
     # PYTHONPATH reaches every subprocess: spawned workers, the programs the tests
     # start, gunicorn. -X dev adds CPython's own checks (and faulthandler).
+    # The gunicorn test is left out: it asserts that three workers' private memory
+    # grows by under 5 MB in all, and ASan's allocator alone (chunk headers, metadata
+    # and quarantine written after the fork) adds 1-3 MB per worker. (The same
+    # property for forked children, tests/test_fork.py, does run here.)
     say "ASan+UBSan: the whole suite"
     # shellcheck disable=SC2046
     if ! (cd "$src" && env $(asan_env "$logs") PYTHONPATH="$src" COWBUF_SANITIZER=asan \
-            "$venv/bin/python" -X dev -W error -m pytest -q -p no:cacheprovider "${extra[@]}"); then
+            "$venv/bin/python" -X dev -W error -m pytest -q -p no:cacheprovider \
+            --deselect tests/test_gunicorn.py::test_preloaded_workers_read_everything_without_copying \
+            "${extra[@]}"); then
         say "ASan+UBSan: tests failed"
         status=1
     fi
