@@ -7,10 +7,12 @@ from setuptools import Extension, setup
 
 # Portable optimisation only: wheels run on CPUs other than the builder's.
 extra_compile_args = ["-O3", "-std=gnu11", "-fno-strict-aliasing"]
+extra_link_args: list[str] = []
 if os.environ.get("COWBUF_SANITIZE"):
     # tools/sanitize.sh: AddressSanitizer and UndefinedBehaviorSanitizer build
     extra_compile_args = ["-O1", "-g", "-std=gnu11", "-fno-omit-frame-pointer",
                           "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
+    extra_link_args = ["-fsanitize=address,undefined"]
 
 extensions = [
     Extension(
@@ -19,7 +21,7 @@ extensions = [
         include_dirs=["cowbuf"],
         depends=["cowbuf/_atomic.h", "cowbuf/_shm.h", "cowbuf/_atomic.pxd", "cowbuf/_core.pxd"],
         extra_compile_args=extra_compile_args,
-        extra_link_args=["-fsanitize=address,undefined"] if os.environ.get("COWBUF_SANITIZE") else [],
+        extra_link_args=extra_link_args,
     )
 ]
 

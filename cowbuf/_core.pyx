@@ -18,19 +18,21 @@ from cpython.buffer cimport (
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.float cimport PyFloat_AsDouble
 from cpython.long cimport (
-    PyLong_AsLongLong, PyLong_AsUnsignedLongLong, PyLong_Check, PyLong_CheckExact,
+    PyLong_AsLongLong, PyLong_AsLongLongAndOverflow, PyLong_AsUnsignedLongLong,
+    PyLong_Check, PyLong_CheckExact,
     PyLong_FromLongLong, PyLong_FromUnsignedLongLong,
 )
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.number cimport PyIndex_Check, PyNumber_AsSsize_t, PyNumber_Index
 from cpython.slice cimport PySlice_AdjustIndices, PySlice_Check, PySlice_Unpack
-from libc.errno cimport EMFILE, ENFILE, ENOMEM, EPERM, EACCES, errno
+from libc.errno cimport ENOMEM, EPERM, EACCES, errno
 from libc.math cimport NAN
 from libc.limits cimport (
     INT_MAX, INT_MIN, LLONG_MAX, LLONG_MIN, LONG_MAX, LONG_MIN, SCHAR_MAX, SCHAR_MIN,
     SHRT_MAX, SHRT_MIN, UCHAR_MAX, UINT_MAX, ULLONG_MAX, ULONG_MAX, USHRT_MAX,
 )
 from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free
 from libc.string cimport memcmp, memcpy, memmove
 
 from cowbuf._atomic cimport (
@@ -43,6 +45,9 @@ import os
 import sys
 import weakref
 from pickle import PickleBuffer
+from types import GenericAlias
+
+from cowbuf._memory import check_commit
 
 
 cdef extern from "_shm.h" nogil:
@@ -69,6 +74,12 @@ cdef Py_ssize_t ARENA_BYTES = max(8 << 20, 64 * PAGE)
 # maps it, so a forked child allocating from an inherited arena never collides with
 # its parent.
 cdef Py_ssize_t ARENA_HEADER = 64
+# Arrays built from data (and so written in full at once) are committed up front;
+# from this size on, against the memory left (cowbuf._memory), as populate=True is.
+cdef Py_ssize_t COMMIT_CHECK_BYTES = 64 << 20
+# atomic_add_at into arrays of at most this many items combines the adds to each item
+# before applying them (a private table of this many uint64).
+cdef Py_ssize_t AGGREGATE_ITEMS = 1 << 16
 # Bulk loops over at least this many bytes release the GIL.
 cdef Py_ssize_t NOGIL_BYTES = 1 << 16
 # Integer sums are exact: partial sums are taken over chunks this long, which cannot
@@ -449,6 +460,9 @@ cdef Region _carve(Py_ssize_t nbytes, Py_ssize_t align):
 cdef Region _allocate(Py_ssize_t nbytes, bint populate):
     if nbytes < PAGE:
         return _carve(nbytes, 16)
+    if populate and nbytes >= COMMIT_CHECK_BYTES:
+        # every page is about to be written: fail here, not in the OOM killer
+        check_commit(nbytes)
     cdef Region region = Region.__new__(Region)
     region._attach(_new_mapping(nbytes, populate, False), 0, nbytes)
     return region
@@ -487,12 +501,14 @@ cdef class Region:
         self._mapping = None
 
     def __init__(self, nbytes, *, bint populate=False):
-        if self._nbytes or self._mapping is not None:
+        if self._nbytes or self._mapping is not None or self is _NO_REGION:
             raise TypeError("Region.__init__() may only be called once")
         cdef Py_ssize_t n = _to_nbytes(nbytes)
         if n == 0:
             raise ValueError("a Region needs at least one byte")
         _sweep_hook()
+        if populate:
+            check_commit(n)
         self._attach(_new_mapping(n, populate, False), 0, n)
 
     cdef void _attach(self, _Mapping mapping, Py_ssize_t offset, Py_ssize_t nbytes) noexcept:
@@ -1249,6 +1265,10 @@ cdef class Array:
 
     __hash__ = None
 
+    # Array[int], Array[float] in annotations evaluated at run time: the stubs
+    # make Array generic in its item type.
+    __class_getitem__ = classmethod(GenericAlias)
+
     # -- properties
 
     @property
@@ -1589,9 +1609,21 @@ cdef inline object _from_bits(char tc, uint64_t bits):
     return PyLong_FromLongLong(<long long>bits)
 
 
-cdef uint64_t _delta_bits(char tc, object value) except? 0xffffffffffffffff:
+cdef inline uint64_t _delta_bits(char tc, object value) except? 0xffffffffffffffff:
     """An addend for atomic adds on typecode `tc`, as two's-complement bits: the
     element's range, or for unsigned types anything from -2**(bits-1) up."""
+    cdef int overflow = 0
+    cdef long long v
+    if PyLong_CheckExact(value):
+        # the common case in C: every int64 is a valid addend to an 8-byte element
+        v = PyLong_AsLongLongAndOverflow(value, &overflow)
+        if not overflow and (_itemsize(tc) == 8 or (
+                v >= INT_MIN and v <= (<long long>UINT_MAX if tc == c'I' else INT_MAX))):
+            return <uint64_t>v
+    return _delta_bits_slow(tc, value)
+
+
+cdef uint64_t _delta_bits_slow(char tc, object value) except? 0xffffffffffffffff:
     number = value if PyLong_CheckExact(value) else PyNumber_Index(value)
     # Python ints: in C `1 << 63` (or 1 << 31 on an int) overflows
     cdef object one = 1
@@ -1633,7 +1665,7 @@ cdef bint _equal(Array a, Array b) except -1:
     if (ta == tb and not _is_float(ta) and a._stride == a._itemsize
             and b._stride == b._itemsize):
         return memcmp(pa, pb, n * a._itemsize) == 0
-    for i in range(n):
+    for i in range(n):  # no-cython-lint: a C counter; the pointers advance
         if _is_float(ta) and _is_float(tb):
             if ((<const double*>pa)[0] if ta == c'd' else (<const float*>pa)[0]) != (
                     (<const double*>pb)[0] if tb == c'd' else (<const float*>pb)[0]):
@@ -1787,13 +1819,19 @@ cdef Py_ssize_t _check_add_at(const _IntBuf* idx, const _IntBuf* vals, Py_ssize_
     cdef bint huge
     cdef int64_t low = -(<int64_t>1 << 31)
     cdef int64_t high = (<int64_t>1 << 32) - 1 if unsigned_target else (<int64_t>1 << 31) - 1
-    for k in range(idx.n):
-        v = _int_at(idx, k, &huge)
-        if v < 0:
-            v += length
-        if huge or v < 0 or v >= length:
+    if idx.size == 8 and idx.kind == 1 and idx.step == 8:
+        k = _first_bad_index(<const int64_t*>idx.data, idx.n, length)
+        if k >= 0:
             bad_kind[0] = 1
             return k
+    else:
+        for k in range(idx.n):
+            v = _int_at(idx, k, &huge)
+            if v < 0:
+                v += length
+            if huge or v < 0 or v >= length:
+                bad_kind[0] = 1
+                return k
     if vals == NULL or vals.kind == 3:
         return -1
     for k in range(vals.n):
@@ -1808,6 +1846,28 @@ cdef Py_ssize_t _check_add_at(const _IntBuf* idx, const _IntBuf* vals, Py_ssize_
     return -1
 
 
+cdef Py_ssize_t _first_bad_index(const int64_t* p, Py_ssize_t n, Py_ssize_t length) noexcept nogil:
+    """The first k with p[k] outside -length..length-1, or -1. Contiguous int64
+    indices (numpy's default) are checked by blocks without a branch per item: this
+    pass reads every index once more before any add, and should cost no more than
+    the memory traffic."""
+    cdef Py_ssize_t start, end, k
+    cdef uint64_t bad
+    # v in -length..length-1  <=>  v + length in 0..2*length-1, as unsigned (wrapping)
+    cdef uint64_t shift = <uint64_t>length
+    cdef uint64_t span = 2 * <uint64_t>length
+    for start in range(0, n, 4096):
+        end = min(start + 4096, n)
+        bad = 0
+        for k in range(start, end):
+            bad |= (<uint64_t>p[k] + shift) >= span
+        if bad:
+            for k in range(start, end):
+                if (<uint64_t>p[k] + shift) >= span:
+                    return k
+    return -1
+
+
 cdef Py_ssize_t _add_at(char* base, Py_ssize_t stride, Py_ssize_t length, Py_ssize_t itemsize,
                         bint unsigned_target, const _IntBuf* idx, const _IntBuf* vals,
                         uint64_t scalar, int* bad_kind, Py_ssize_t* skipped) noexcept nogil:
@@ -1817,6 +1877,21 @@ cdef Py_ssize_t _add_at(char* base, Py_ssize_t stride, Py_ssize_t length, Py_ssi
     if bad_at < 0:
         skipped[0] = _apply_add_at(base, stride, length, itemsize, idx, vals, scalar)
     return bad_at
+
+
+cdef inline int64_t _index_at(const _IntBuf* idx, Py_ssize_t k, Py_ssize_t length) noexcept nogil:
+    """indices[k] counted from the front, or -1 if out of range."""
+    cdef bint huge
+    cdef int64_t i
+    if idx.size == 8 and idx.kind == 1:
+        i = (<const int64_t*>(idx.data + k * idx.step))[0]  # numpy's default
+    else:
+        i = _int_at(idx, k, &huge)
+        if huge:
+            return -1
+    if i < 0:
+        i += length
+    return i if <uint64_t>i < <uint64_t>length else -1
 
 
 cdef Py_ssize_t _apply_add_at(char* base, Py_ssize_t stride, Py_ssize_t length,
@@ -1829,11 +1904,43 @@ cdef Py_ssize_t _apply_add_at(char* base, Py_ssize_t stride, Py_ssize_t length,
     cdef uint64_t delta = scalar
     cdef bint huge
     cdef bint wide = itemsize == 8
+    cdef const int64_t* p
+    cdef uint64_t* sums = NULL
+    if length <= AGGREGATE_ITEMS and length <= idx.n:
+        sums = <uint64_t*>calloc(<size_t>length, sizeof(uint64_t))
+    if sums != NULL:
+        # Many adds to few items (a histogram): combine the adds to each item first,
+        # then apply one atomic add per item touched. The result is the same, since
+        # addition modulo 2**bits commutes, for a fraction of the locked instructions.
+        if idx.size == 8 and idx.kind == 1 and idx.step == 8 and vals == NULL:
+            p = <const int64_t*>idx.data  # contiguous int64 indices, one addend
+            for k in range(idx.n):
+                i = p[k]
+                i += length & (i >> 63)  # negative: from the end
+                if <uint64_t>i < <uint64_t>length:
+                    sums[i] += delta
+                else:
+                    skipped += 1
+        else:
+            for k in range(idx.n):
+                i = _index_at(idx, k, length)
+                if i < 0:
+                    skipped += 1
+                    continue
+                if vals != NULL:
+                    delta = <uint64_t>_int_at(vals, k, &huge)
+                sums[i] += delta
+        for i in range(length):
+            if sums[i]:
+                if wide:
+                    cowbuf_fetch_add_u64(<uint64_t*>(base + i * stride), sums[i])
+                else:
+                    cowbuf_add_fetch_u32(<uint32_t*>(base + i * stride), <uint32_t>sums[i])
+        free(sums)
+        return skipped
     for k in range(idx.n):
-        i = _int_at(idx, k, &huge)
+        i = _index_at(idx, k, length)
         if i < 0:
-            i += length
-        if huge or i < 0 or i >= length:
             skipped += 1
             continue
         if vals != NULL:
@@ -1915,32 +2022,36 @@ cdef Array _from_range(char tc, object init):
     numbers do not fit in 64 bits."""
     cdef Py_ssize_t size = _itemsize(tc), n, i
     cdef long long start, step
-    cdef unsigned long long bits
+    cdef unsigned long long item
     cdef _Value v, first
     try:
         start, step = init.start, init.step
     except OverflowError:
         return None
-    n = len(init)
+    try:
+        n = len(init)
+    except OverflowError:
+        raise MemoryError(f"cannot map {init!r} as '{chr(tc)}' items") from None
+    n = _length_arg(n, size)  # n * size must not overflow
     if n:
         # a range is monotonic: if its ends fit the typecode, everything does
         _convert(tc, init[0], &first)
         _convert(tc, init[n - 1], &v)
-        if _is_float(tc) and not (LLONG_MIN <= init[0] <= LLONG_MAX
-                                  and LLONG_MIN <= init[n - 1] <= LLONG_MAX):
+        # (start fits in a long long: the first item of a float range does too)
+        if _is_float(tc) and not LLONG_MIN <= init[n - 1] <= LLONG_MAX:
             return None
     cdef Region region = _allocate(n * size, n * size >= PAGE)
     cdef char* p = region._addr
     for i in range(n):
         # Unsigned arithmetic wraps (signed overflow is undefined): every item fits
         # 64 bits, so its bits come out right even when an intermediate wraps.
-        bits = <unsigned long long>start + <unsigned long long>i * <unsigned long long>step
+        item = <unsigned long long>start + <unsigned long long>i * <unsigned long long>step
         if _is_float(tc):
-            v.d = <double><long long>bits
+            v.d = <double><long long>item
         elif _is_unsigned(tc):
-            v.u = bits
+            v.u = item
         else:
-            v.i = <long long>bits
+            v.i = <long long>item
         _store(tc, p + i * size, v)
     return _array_view(region, tc, 0, n, size, False)
 
@@ -2012,6 +2123,17 @@ def _array_state(Array a not None):
 # -- Counter -----------------------------------------------------------------------
 
 cdef inline long long _counter_arg(object value) except? -1:
+    cdef int overflow = 0
+    cdef long long v
+    if PyLong_CheckExact(value):
+        # the common case, without a temporary object or an exception frame
+        v = PyLong_AsLongLongAndOverflow(value, &overflow)
+        if not overflow:
+            return v
+    return _counter_arg_slow(value)
+
+
+cdef long long _counter_arg_slow(object value) except? -1:
     number = value if PyLong_CheckExact(value) else PyNumber_Index(value)
     try:
         return PyLong_AsLongLong(number)
@@ -2027,7 +2149,10 @@ cdef Counter _counter_view(Region region, Py_ssize_t offset):
     return c
 
 
+# Plain method descriptors rather than Cython function objects: CPython calls them
+# without a bound-method object in between (counters are called in hot loops).
 @cython.final
+@cython.binding(False)
 cdef class Counter:
     """Counter(initial=0, *, padded=False)
 
@@ -2038,7 +2163,8 @@ cdef class Counter:
     Counters are cheap: many share one page. padded=True gives a counter a cache
     line of its own, so that hot counters updated by different processes do not slow
     each other down (false sharing). Region.counter(offset) places one in an
-    existing region."""
+    existing region. Arguments are positional-only: these methods sit in hot loops,
+    and CPython calls them faster that way."""
 
     def __cinit__(self):
         self._region = _NO_REGION
@@ -2058,8 +2184,10 @@ cdef class Counter:
         return <long long*>(addr + self._offset)
 
     cdef inline long long* _wptr(self) except NULL:
-        self._region._check_writable()
-        return <long long*>(self._region._addr + self._offset)
+        cdef Region r = self._region
+        if r._addr == NULL or r._frozen or r._mapping.readonly:
+            r._check_writable()  # raises
+        return <long long*>(r._addr + self._offset)
 
     def load(self):
         """The current value."""
@@ -2070,33 +2198,33 @@ cdef class Counter:
         """The current value (an atomic load)."""
         return <long long>cowbuf_load_u64(<uint64_t*>self._ptr())
 
-    def store(self, value):
+    def store(self, value, /):
         """Set the value."""
         cdef long long v = _counter_arg(value)
         cowbuf_store_u64(<uint64_t*>self._wptr(), <uint64_t>v)
 
-    def add(self, n=1):
+    def add(self, n=1, /):
         """Add `n` and return the new value."""
         cdef long long d = _counter_arg(n)
         return <long long>cowbuf_add_fetch_u64(<uint64_t*>self._wptr(), <uint64_t>d)
 
-    def sub(self, n=1):
+    def sub(self, n=1, /):
         """Subtract `n` and return the new value."""
         cdef long long d = _counter_arg(n)
         return <long long>cowbuf_add_fetch_u64(<uint64_t*>self._wptr(), 0 - <uint64_t>d)
 
-    def fetch_add(self, n):
+    def fetch_add(self, n, /):
         """Add `n` and return the value before the add (claims work: each caller
         gets a distinct range)."""
         cdef long long d = _counter_arg(n)
         return <long long>cowbuf_fetch_add_u64(<uint64_t*>self._wptr(), <uint64_t>d)
 
-    def exchange(self, value):
+    def exchange(self, value, /):
         """Set the value and return the previous one."""
         cdef long long v = _counter_arg(value)
         return <long long>cowbuf_exchange_u64(<uint64_t*>self._wptr(), <uint64_t>v)
 
-    def compare_exchange(self, expected, desired):
+    def compare_exchange(self, expected, desired, /):
         """Set the value to `desired` if it equals `expected`; return whether it did."""
         cdef uint64_t e = <uint64_t>_counter_arg(expected)
         cdef long long d = _counter_arg(desired)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator, MutableMapping
-from typing import Any, Union
+from typing import Any
 
 from cowbuf._core import Array, Counter, Region
 
-Shared = Union[Region, Array, Counter]
+Shared = Region | Array | Counter
 
 
 class Registry(MutableMapping[str, Shared]):

@@ -25,6 +25,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from multiprocessing import context, reduction, util
 from typing import Any
 
@@ -154,12 +155,26 @@ def _send(mapping: Any) -> tuple[Any, ...]:
     if mapping.fd < 0:
         # anonymous shared memory (no memfd/shm_open here): forked children only
         return (*header, "fork", None)
-    if context.get_spawning_popen() is None and _PROC_FDS:
+    popen = context.get_spawning_popen()
+    if popen is not None:
+        # The fd travels with the process start. Once per process: spawn hands the
+        # fds to _posixsubprocess, which refuses a list with the same fd twice (two
+        # counters from one arena would pass it twice).
+        dups = _start_fds.setdefault(popen, {})
+        dup = dups.get(mapping.token)
+        if dup is None:
+            dup = dups[mapping.token] = reduction.DupFd(mapping.fd)
+        return (*header, "dup", dup)
+    if _PROC_FDS:
         where = _outbox.send(mapping)
         if where is not None:
             return (*header, "proc", where)
-    # the fd travels with the process start, or through the resource sharer
+    # the fd travels through multiprocessing's resource sharer
     return (*header, "dup", reduction.DupFd(mapping.fd))
+
+
+# Processes being started -> the fd wrapper of each mapping sent with the start.
+_start_fds: weakref.WeakKeyDictionary[Any, dict[bytes, Any]] = weakref.WeakKeyDictionary()
 
 
 def _reduce_region(region: Region) -> tuple[Any, ...]:
@@ -203,10 +218,10 @@ def _receive(token: bytes, size: int, readonly: bool, arena: bool, how: str, whe
                 "this region is anonymous shared memory (the platform has neither memfd "
                 "nor shm_open): only forked children of its creator can use it")
         return mapping
-    pid, fd, ino, *box, slot, generation = where
+    pid, fd, ino, box_token, box_fd, box_ino, box_size, slot, generation = where
     if mapping is None:
         mapping = _core._map_fd(_open_from(pid, fd, ino, readonly), size, token, readonly, arena)
-    _acknowledge(pid, *box, slot, generation)
+    _acknowledge(pid, box_token, box_fd, box_ino, box_size, slot, generation)
     return mapping
 
 

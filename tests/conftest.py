@@ -3,11 +3,10 @@
 Tests that need other processes take the ``run_workers`` fixture. It starts one
 process per argument tuple with the multiprocessing context of the ``start_method``
 fixture, waits for all of them, and returns their results in order, re-raising a
-worker's exception (with its traceback) in the test. Only "fork" is listed for now:
-sharing cowbuf objects with spawn and forkserver workers needs pickling by reference,
-and once that exists, adding those names to START_METHODS runs every such test under
-each start method unchanged. Tests about fork itself (what a forked child inherits)
-use the fork context directly.
+worker's exception (with its traceback) in the test. Every start method of the
+platform is listed: cowbuf objects reach spawn and forkserver workers by reference
+(multiprocessing pickles the arguments), so the same test body runs under each.
+Tests about fork itself (what a forked child inherits) use the fork context directly.
 """
 
 import multiprocessing
@@ -16,7 +15,8 @@ import traceback
 
 import pytest
 
-START_METHODS = ["fork"]
+START_METHODS = [m for m in ("fork", "forkserver", "spawn")
+                 if m in multiprocessing.get_all_start_methods()]
 
 
 @pytest.fixture(params=START_METHODS)

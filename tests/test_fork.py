@@ -148,7 +148,7 @@ def try_writes(array, region):
     def attempt(name, op):
         try:
             op()
-        except Exception as e:  # noqa: BLE001 - the type is the result
+        except Exception as e:
             outcomes[name] = type(e).__name__
         else:
             outcomes[name] = "wrote"

@@ -30,7 +30,8 @@ def _shmem_kib() -> int:
     raise AssertionError("no Shmem line in /proc/meminfo")
 
 
-def _run_program(tmp_path: Path, source: str, *args: str, **kwargs: object) -> subprocess.Popen[str]:
+def _run_program(tmp_path: Path, source: str, *args: str,
+                 **kwargs: object) -> subprocess.Popen[str]:
     path = tmp_path / "program.py"
     path.write_text(textwrap.dedent(source))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(

@@ -167,7 +167,7 @@ def test_region_made_without_init_is_closed():
     r = cowbuf.Region.__new__(cowbuf.Region)
     assert r.closed
     with pytest.raises(ValueError):
-        r.nbytes
+        _ = r.nbytes
     with pytest.raises(ValueError):
         memoryview(r)
     with pytest.raises(ValueError):

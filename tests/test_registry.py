@@ -43,7 +43,8 @@ def test_is_a_mutable_mapping() -> None:
 def test_missing_name_lists_what_is_there() -> None:
     cowbuf.registry["prices"] = cowbuf.array("d", 3)
     cowbuf.registry["hits"] = cowbuf.Counter()
-    with pytest.raises(KeyError, match=r"'volumes' is not in the cowbuf registry.*\['hits', 'prices'\]"):
+    missing = r"'volumes' is not in the cowbuf registry.*\['hits', 'prices'\]"
+    with pytest.raises(KeyError, match=missing):
         cowbuf.registry["volumes"]
 
 

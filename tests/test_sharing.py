@@ -10,14 +10,12 @@ import subprocess
 import sys
 import textwrap
 import threading
-import warnings
 from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 import sharing_workers as w
 
 import cowbuf
-from cowbuf import _core
 
 START_METHODS = [m for m in ("fork", "forkserver", "spawn") if m in mp.get_all_start_methods()]
 LINUX = sys.platform.startswith("linux")
@@ -44,6 +42,16 @@ def test_process_arguments_are_shared(ctx: mp.context.BaseContext) -> None:
     assert c.value == 10
     assert bytes(memoryview(r)[:4]) == b"abc\0"
     assert a[10:20].tolist() == [-10, 11, 12, -13, 14, 15, -16, 17, 18, -19]
+
+
+def test_many_objects_of_one_arena_in_one_process_start(ctx: mp.context.BaseContext) -> None:
+    # all carved from one shared arena: one fd, passed once with the start
+    counters = [cowbuf.Counter(i) for i in range(5)] + [cowbuf.Counter(padded=True)]
+    p = ctx.Process(target=w.add_to_all, args=(*counters, counters[0]))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0
+    assert [c.value for c in counters] == [2, 2, 3, 4, 5, 1]
 
 
 def test_pool_arguments_and_results_are_shared(ctx: mp.context.BaseContext) -> None:
