@@ -6,6 +6,7 @@ space raises MemoryError and leaves the process working."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import multiprocessing as mp
 import os
 import pickle
@@ -307,10 +308,8 @@ def test_sigkill_of_the_parent_leaves_the_children_valid_memory(tmp_path: Path) 
                     break
                 lines.append(line.strip())
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(parent.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         parent.wait(30)
         errors = parent.stderr.read()
         parent.stdout.close()
@@ -399,6 +398,6 @@ def test_reference_from_a_sender_that_died_is_value_error(tmp_path):
                           text=True, timeout=60)
     assert done.returncode == 0 and done.stderr == ""
     mappings = _core._live_mappings()
-    with pytest.raises(ValueError, match="has exited|no longer holds"):
+    with pytest.raises(ValueError, match=r"has exited|no longer holds"):
         pickle.loads(base64.b64decode(done.stdout))
     assert _core._live_mappings() == mappings

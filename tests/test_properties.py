@@ -139,7 +139,7 @@ def outcome(call):
     """("ok", result) or the type of the exception the call raised."""
     try:
         return ("ok", call())
-    except Exception as exc:  # noqa: BLE001 (the type is the result)
+    except Exception as exc:  # the type is the result
         return (type(exc),)
 
 
@@ -195,7 +195,7 @@ def test_construction_matches_array_array(tc: str, data: st.DataObject) -> None:
     items = data.draw(st.lists(st.one_of(good_values(tc), any_values(tc)), max_size=12))
     expected = outcome(lambda: pyarray.array(tc, items).tobytes())
     for source in (items, tuple(items), iter(items)):
-        actual = outcome(lambda: cowbuf.array(tc, source).tobytes())
+        actual = outcome(lambda source=source: cowbuf.array(tc, source).tobytes())
         same_outcome(expected, actual)
         if expected[0] == "ok":
             assert actual[1] == expected[1]
@@ -231,8 +231,8 @@ def test_ranges_with_steps_past_int64_fill_exactly(tc: str) -> None:
     # overflowed for float typecodes
     for r in (range(0, 11 * 2**60, 2**60), range(2**63 - 1, -(2**63), -(2**62)),
               range(-5, 2**63 - 1, 2**62), range(0, 2**66, 2**62)):
-        expected = outcome(lambda: pyarray.array(tc, r).tobytes())
-        actual = outcome(lambda: cowbuf.array(tc, r).tobytes())
+        expected = outcome(lambda r=r: pyarray.array(tc, r).tobytes())
+        actual = outcome(lambda r=r: cowbuf.array(tc, r).tobytes())
         assert actual == expected, r
 
 
@@ -343,10 +343,7 @@ def test_equality_matches_array_array(data: st.DataObject) -> None:
     tc1, tc2 = data.draw(st.sampled_from(TYPECODES)), data.draw(st.sampled_from(TYPECODES))
     common = st.one_of(st.integers(0, 127), st.sampled_from([0.5, float("nan"), -0.0]))
     xs = data.draw(st.lists(common, max_size=6))
-    if data.draw(st.booleans()):
-        ys = list(xs)
-    else:
-        ys = data.draw(st.lists(common, max_size=6))
+    ys = list(xs) if data.draw(st.booleans()) else data.draw(st.lists(common, max_size=6))
     mx = outcome(lambda: pyarray.array(tc1, xs))
     my = outcome(lambda: pyarray.array(tc2, ys))
     assume(mx[0] == "ok" and my[0] == "ok")
@@ -635,7 +632,7 @@ def as_int64(value: object) -> tuple[object, ...]:
         number = value.__index__()  # type: ignore[attr-defined]
     except AttributeError:
         return (TypeError,)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return (type(exc),)
     if not INT64[0] <= number <= INT64[1]:
         return (OverflowError,)

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers shared by tools/sanitize.sh and tools/fuzz.sh (sourced, not run): a scratch
 # directory with its own virtualenv and copies of the source tree built in place, so
 # that nothing in the source tree (its venv, its built extension) is touched.
@@ -29,6 +30,7 @@ say() { printf '== %s [%4ds] %s\n' "${tool:-tools}" $((SECONDS - started)) "$*";
 
 # make_venv EXTRA_REQUIREMENT...: the venv, with cowbuf's build and test requirements
 # (read from pyproject.toml) and the extra ones.
+# shellcheck disable=SC2120  # the extra requirements are optional
 make_venv() {
     if [[ ! -x $venv/bin/python ]]; then
         say "creating a virtualenv with $("$python" -V)"
@@ -51,6 +53,7 @@ PY
 copy_sources() {
     rm -rf "$1" && mkdir -p "$1"
     if git -C "$root" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        # shellcheck disable=SC2016  # the inner script's own variables
         (cd "$root" && git ls-files -z --cached --others --exclude-standard \
             | xargs -0 sh -c 'for f; do [ -e "$f" ] && printf "%s\0" "$f"; done' sh \
             | tar --null -T - -cf -) | tar -C "$1" -xf -

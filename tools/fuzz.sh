@@ -17,6 +17,7 @@
 #   COWBUF_SCRATCH=DIR tools/fuzz.sh     keep the scratch directory (corpus, crashes)
 set -euo pipefail
 tool=fuzz.sh
+# shellcheck source-path=SCRIPTDIR source=_scratch.sh
 source "$(dirname "$0")/_scratch.sh"
 
 seconds=${COWBUF_FUZZ_SECONDS:-60}
@@ -64,7 +65,7 @@ fi
 
 logs=$scratch/asan-logs
 rm -rf "$logs" && mkdir -p "$logs"
-say "replaying $(ls "$corpus" "$plain/tests/fuzz/corpus" | wc -l) inputs under ASan+UBSan"
+say "replaying $(find "$corpus" "$plain/tests/fuzz/corpus" -type f | wc -l) inputs under ASan+UBSan"
 # shellcheck disable=SC2046
 if ! (cd "$asan" && env $(asan_env "$logs") PYTHONMALLOC=malloc PYTHONPATH="$asan" \
         "$venv/bin/python" -W error \

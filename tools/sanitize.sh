@@ -15,6 +15,7 @@
 #   COWBUF_SCRATCH=DIR tools/sanitize.sh   keep (and reuse) the scratch directory
 set -euo pipefail
 tool=sanitize.sh
+# shellcheck source-path=SCRIPTDIR source=_scratch.sh
 source "$(dirname "$0")/_scratch.sh"
 
 passes=asan,valgrind
@@ -120,7 +121,7 @@ if [[ ,$passes, == *,valgrind,* ]]; then
         say "valgrind: ERRORS (above)"
         status=1
     else
-        say "valgrind: no errors in $(ls "$logs" | wc -l) processes"
+        say "valgrind: no errors in $(find "$logs" -type f | wc -l) processes"
     fi
 fi
 
