@@ -57,6 +57,8 @@ cdef extern from "_shm.h" nogil:
     void* cowbuf_shm_map(int fd, size_t size, int writable, int populate)
     int cowbuf_shm_protect_readonly(void* addr, size_t size, int fd)
     int64_t cowbuf_fd_size(int fd)
+    void cowbuf_poison(void* addr, size_t size)
+    void cowbuf_unpoison(void* addr, size_t size)
     int munmap(void* addr, size_t size)
     int close(int fd)
 
@@ -323,6 +325,7 @@ cdef class _Mapping:
         cdef char* addr = self.addr
         self.addr = NULL
         if addr != NULL:
+            cowbuf_unpoison(addr, <size_t>self.size)
             with nogil:
                 munmap(addr, <size_t>self.size)
         if self.fd >= 0:
@@ -358,6 +361,12 @@ cdef _Mapping _new_mapping(Py_ssize_t nbytes, bint populate, bint arena):
                     close(fd)
     if err:
         raise _os_error(err, f"cannot create a shared region of {nbytes} bytes")
+    # (sanitizer builds) what no Region covers yet: all but the arena's header, or
+    # the tail of the last page
+    if arena:
+        cowbuf_poison(<char*>addr + ARENA_HEADER, size - ARENA_HEADER)
+    else:
+        cowbuf_poison(<char*>addr + nbytes, size - nbytes)
     m = _Mapping.__new__(_Mapping)
     m.addr = <char*>addr
     m.size = <Py_ssize_t>size
@@ -399,6 +408,9 @@ def _map_fd(int fd, Py_ssize_t size, bytes token, bint readonly, bint arena):
         if err:
             raise _os_error(err, "cannot map a received region")
         raise ValueError(f"received fd holds {actual} bytes, expected {size}")
+    # (sanitizer builds) each Region received on it unpoisons its own bytes
+    cowbuf_poison(<char*>addr + (ARENA_HEADER if arena else 0),
+                  size - (ARENA_HEADER if arena else 0))
     m = _Mapping.__new__(_Mapping)
     m.addr = <char*>addr
     m.size = size
@@ -440,6 +452,7 @@ cdef Region _carve(Py_ssize_t nbytes, Py_ssize_t align):
                 break
             # on failure `current` is reloaded with the offset another process set
             if cowbuf_cas_u64(bump, &current, end):
+                cowbuf_unpoison(_arena.addr + start, <size_t>nbytes)
                 return _region_view(_arena, <Py_ssize_t>start, nbytes, False)
         _arena = None
 
@@ -693,6 +706,7 @@ def _region_on(_Mapping mapping not None, Py_ssize_t offset, Py_ssize_t nbytes, 
     """The Region of `nbytes` at `offset` of a mapping (used by unpickling)."""
     if offset < 0 or nbytes < 0 or offset > mapping.size - nbytes or mapping.addr == NULL:
         raise ValueError(f"region {offset}+{nbytes} is outside its mapping ({mapping.size})")
+    cowbuf_unpoison(mapping.addr + offset, <size_t>nbytes)
     return _region_view(mapping, offset, nbytes, frozen)
 
 
@@ -1446,13 +1460,21 @@ cdef class Array:
         cdef int bad_kind = 0
         self._check_atomic()
         self._check_writable()
-        idx = _int_source(indices, "indices", 0)
+        # The items this call adds to: indices or values read in place from there would
+        # change under the adds, so they are copied first (as numpy.add.at does).
+        cdef const char* first = self._base()
+        cdef const char* last = first + (self._length - 1) * self._stride
+        cdef const char* lo = first if self._stride > 0 else last
+        cdef const char* hi = (last if self._stride > 0 else first) + self._itemsize
+        if self._length == 0:
+            hi = lo
+        idx = _int_source(indices, "indices", 0, lo, hi)
         n = idx.buf.n
         if PyLong_Check(values) or (PyIndex_Check(values) and (
                 not PyObject_CheckBuffer(values) or _is_scalar_buffer(values))):
             scalar = _delta_bits(self._typecode, values)
         else:
-            vals = _int_source(values, "values", self._typecode)
+            vals = _int_source(values, "values", self._typecode, lo, hi)
             if vals.buf.n != n:
                 raise ValueError(f"{vals.buf.n} values for {n} indices")
         self._check_writable()  # buffers and conversions may run Python code
@@ -1691,10 +1713,14 @@ cdef bint _is_scalar_buffer(object obj) except -1:
         return m.ndim == 0
 
 
-cdef _IntSource _int_source(object obj, str what, char addend_tc):
-    """Integers of `obj` for atomic_add_at; addend_tc 0 for indices."""
+cdef _IntSource _int_source(object obj, str what, char addend_tc, const char* avoid_lo,
+                            const char* avoid_hi):
+    """Integers of `obj` for atomic_add_at; addend_tc 0 for indices. A buffer is read
+    in place unless it overlaps [avoid_lo, avoid_hi): then its items are copied."""
     cdef _IntSource src = _IntSource.__new__(_IntSource)
     cdef Py_ssize_t size = 0, i, n
+    cdef const char* start
+    cdef const char* end
     cdef int kind
     if PyObject_CheckBuffer(obj):
         PyObject_GetBuffer(obj, &src.view, PyBUF_RECORDS_RO)
@@ -1716,6 +1742,18 @@ cdef _IntSource _int_source(object obj, str what, char addend_tc):
         src.buf.n = src.view.len // size
         src.buf.size = size
         src.buf.kind = kind
+        n = src.buf.n
+        if n:
+            start = src.buf.data + (src.buf.step * (n - 1) if src.buf.step < 0 else 0)
+            end = src.buf.data + (src.buf.step * (n - 1) if src.buf.step > 0 else 0) + size
+            if start < avoid_hi and avoid_lo < end:
+                src.owned = <uint64_t*>PyMem_Malloc(n * size)
+                if src.owned == NULL:
+                    raise MemoryError()
+                for i in range(n):
+                    memcpy(<char*>src.owned + i * size, src.buf.data + i * src.buf.step, size)
+                src.buf.data = <const char*>src.owned
+                src.buf.step = size
         return src
     if isinstance(obj, (str, bytes)):
         raise TypeError(f"{what} must be integers, not {type(obj).__name__}")

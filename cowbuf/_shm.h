@@ -56,6 +56,24 @@
 #define MAP_ANONYMOUS MAP_ANON
 #endif
 
+/* AddressSanitizer builds (tools/sanitize.sh) mark the bytes of a mapping that no
+ * Region covers (an arena's free space, the tail of the last page) as poisoned, so
+ * that an access past the end of a Region is reported, as for heap memory. Every
+ * mapping is unpoisoned before it is unmapped: the addresses are reused. */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) && !defined(__SANITIZE_ADDRESS__)
+#define __SANITIZE_ADDRESS__ 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define cowbuf_poison(addr, size) ASAN_POISON_MEMORY_REGION((addr), (size))
+#define cowbuf_unpoison(addr, size) ASAN_UNPOISON_MEMORY_REGION((addr), (size))
+#else
+#define cowbuf_poison(addr, size) ((void)(addr), (void)(size))
+#define cowbuf_unpoison(addr, size) ((void)(addr), (void)(size))
+#endif
+
 /* The fd kinds cowbuf_shm_create can return. */
 #define COWBUF_FD_NONE (-2) /* no fd-backed shared memory here: map anonymously */
 

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Sanitizer pass: build cowbuf with AddressSanitizer and UndefinedBehaviorSanitizer
+# and run the whole test suite under it, then run a valgrind memcheck pass over the
+# single-process tests with a plain build. Exits non-zero on any failing test and on
+# any sanitizer or valgrind report, including reports from child processes that a
+# test let die (reports go to log files, which are checked at the end).
+#
+# Self-contained: copies the source tree to a scratch directory, makes a virtualenv
+# there, installs the test dependencies from PyPI and builds the extensions in place.
+#
+#   tools/sanitize.sh                      both passes
+#   tools/sanitize.sh asan [-- PYTEST_ARGS]   only the ASan/UBSan pass (or: valgrind)
+#   PYTHON=python3.12 tools/sanitize.sh    another CPython (VALGRIND_PYTHON for the
+#                                          valgrind pass; default: 3.12+ if found)
+#   COWBUF_SCRATCH=DIR tools/sanitize.sh   keep (and reuse) the scratch directory
+set -euo pipefail
+tool=sanitize.sh
+# shellcheck source-path=SCRIPTDIR source=_scratch.sh
+source "$(dirname "$0")/_scratch.sh"
+
+passes=asan,valgrind
+if [[ $# -gt 0 && $1 != -- ]]; then passes=$1; shift; fi
+[[ ${1:-} == -- ]] && shift
+extra=("$@")
+
+status=0
+# The single-process tests of the core: every Region, Array and Counter method and
+# error path, the numpy exports, and the lifetime torture (forked children included).
+# (tools/fuzz.sh replays the fuzz corpus with PYTHONMALLOC=malloc.)
+core_tests=(tests/test_region.py tests/test_array.py tests/test_numpy.py
+            tests/test_atomic.py tests/test_torture.py)
+
+# -- AddressSanitizer + UndefinedBehaviorSanitizer ---------------------------------
+if [[ ,$passes, == *,asan,* ]]; then
+    make_venv
+    src=$scratch/asan
+    copy_sources "$src"
+    build "$src" COWBUF_SANITIZE=1
+    logs=$scratch/asan-logs
+    rm -rf "$logs" && mkdir -p "$logs"
+    # PYTHONPATH reaches every subprocess: spawned workers, the programs the tests
+    # start, gunicorn. -X dev adds CPython's own checks (and faulthandler).
+    # The gunicorn test is left out: it asserts that three workers' private memory
+    # grows by under 5 MB in all, and ASan's allocator alone (chunk headers, metadata
+    # and quarantine written after the fork) adds 1-3 MB per worker. (The same
+    # property for forked children, tests/test_fork.py, does run here.)
+    say "ASan+UBSan: the whole suite"
+    # shellcheck disable=SC2046
+    if ! (cd "$src" && env $(asan_env "$logs") PYTHONPATH="$src" COWBUF_SANITIZER=asan \
+            "$venv/bin/python" -X dev -W error -m pytest -q -p no:cacheprovider \
+            --deselect tests/test_gunicorn.py::test_preloaded_workers_read_everything_without_copying \
+            "${extra[@]}"); then
+        say "ASan+UBSan: tests failed"
+        status=1
+    fi
+    # Again for the single-process tests, with every Python object from malloc, where
+    # ASan sees an overflow of a bytes object or a buffer that cowbuf fills.
+    say "ASan+UBSan with PYTHONMALLOC=malloc: ${core_tests[*]}"
+    # shellcheck disable=SC2046
+    if ! (cd "$src" && env $(asan_env "$logs") PYTHONMALLOC=malloc PYTHONPATH="$src" \
+            COWBUF_SANITIZER=asan "$venv/bin/python" -X dev -W error -m pytest -q \
+            -p no:cacheprovider -m "not slow" -k "not processes" "${core_tests[@]}" "${extra[@]}"); then
+        say "ASan+UBSan with PYTHONMALLOC=malloc: tests failed"
+        status=1
+    fi
+    if asan_reports "$logs"; then
+        say "ASan+UBSan: no reports"
+    else
+        say "ASan+UBSan: REPORTS (above)"
+        status=1
+    fi
+fi
+
+# -- valgrind memcheck -------------------------------------------------------------
+# CPython 3.11 hands valgrind undefined values of its own (see valgrind-python.supp):
+# a newer CPython, when there is one, gives a cleaner run.
+newer_python() {
+    local candidate
+    for candidate in ${VALGRIND_PYTHON:-} python3.12 python3.13 \
+            "$(pyenv root 2>/dev/null)"/versions/3.1[23]*/bin/python3; do
+        if "$candidate" -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null; then
+            echo "$candidate"
+            return
+        fi
+    done
+    echo "$python"
+}
+
+if [[ ,$passes, == *,valgrind,* ]]; then
+    if ! command -v valgrind >/dev/null && command -v apt-get >/dev/null; then
+        say "installing valgrind"
+        apt-get install -y -q valgrind >/dev/null || { apt-get update -q >/dev/null &&
+            apt-get install -y -q valgrind >/dev/null; }
+    fi
+    use_python "$(newer_python)"
+    make_venv
+    src=$scratch/valgrind
+    copy_sources "$src"
+    build "$src" CFLAGS=-g
+    logs=$scratch/valgrind-logs
+    rm -rf "$logs" && mkdir -p "$logs"
+    # The core's own tests (ASan covers the numpy exports; tracemalloc is of no use
+    # under valgrind).
+    subset=(tests/test_region.py tests/test_array.py tests/test_atomic.py tests/test_torture.py)
+    say "valgrind memcheck with $("$python" -V): ${subset[*]}"
+    # PYTHONMALLOC=malloc: every Python allocation is one memcheck sees. Leaks are not
+    # checked (CPython keeps memory until exit), only invalid accesses and uses of
+    # uninitialised memory.
+    if ! (cd "$src" && PYTHONMALLOC=malloc PYTHONPATH="$src" COWBUF_SANITIZER=valgrind \
+            valgrind --tool=memcheck --error-exitcode=99 --leak-check=no \
+            --num-callers=40 --suppressions="$root/tools/valgrind-python.supp" \
+            --log-file="$logs/memcheck.%p" \
+            "$venv/bin/python" -W error -m pytest -q -p no:cacheprovider \
+            -m "not slow" -k "not processes and not memory_leak" "${subset[@]}" "${extra[@]}"); then
+        say "valgrind: tests failed or memcheck reported errors"
+        status=1
+    fi
+    bad=$(grep -L "ERROR SUMMARY: 0 errors" "$logs"/memcheck.* || true)
+    if [[ -n $bad ]]; then
+        for f in $bad; do echo "--- $f"; cat "$f"; done
+        say "valgrind: ERRORS (above)"
+        status=1
+    else
+        say "valgrind: no errors in $(find "$logs" -type f | wc -l) processes"
+    fi
+fi
+
+say "done: $([[ $status == 0 ]] && echo clean || echo FINDINGS)"
+exit $status
