@@ -7,6 +7,7 @@ and a ``main()`` so that it can also be run on its own.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -84,7 +85,7 @@ def target(name: str, times: Sequence[float], ref_times: Sequence[float], limit:
     is far steadier than a ratio of medians (also recorded).
     kind "time": ratio of cowbuf's time to the reference's, met when <= limit.
     kind "rate": ratio of cowbuf's speed to the reference's, met when >= limit."""
-    pairs = [(t, r * scale) for t, r in zip(times, ref_times) if t > 0 and r > 0]
+    pairs = [(t, r * scale) for t, r in zip(times, ref_times, strict=True) if t > 0 and r > 0]
     if not pairs:
         return na_target(name, limit, kind, detail or "not measured")
     if kind == "time":
@@ -122,7 +123,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
 
     def line(row: Sequence[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |"
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
 
     out = [line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [line(row) for row in cells[1:]]
@@ -269,11 +270,9 @@ def _read(path: str) -> str | None:
 def machine_info() -> dict[str, Any]:
     """What the figures were measured on."""
     commit = None
-    try:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_DIR,
                                 capture_output=True, text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        pass
     return {
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),

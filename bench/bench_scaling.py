@@ -12,6 +12,7 @@ Configurations whose estimated memory exceeds 40% of what is available are skipp
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import mmap
@@ -89,10 +90,8 @@ def measure(name: str, items: int, worker_counts: list[int]) -> dict[str, Any]:
         total = memory_of(me)
         os.close(w)
         for pid in pids:
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
         if failed:
             raise RuntimeError(failed)
         reads = sorted(slots[2 * k + 1] for k in range(workers))

@@ -247,7 +247,7 @@ def summarize(samples: list[dict[str, Any]], phases: dict[str, list[float]],
         }
     idle, end = out.get("idle"), out.get("load")
     if idle and end:
-        grow = [b - a for a, b in zip(idle["worker_uss"], end["worker_uss"])]
+        grow = [b - a for a, b in zip(idle["worker_uss"], end["worker_uss"], strict=False)]
         out["uss_growth_per_worker"] = sorted(grow)
     reads = sorted(first_read.values())
     out["first_read_seconds_median"] = reads[len(reads) // 2] if reads else None

@@ -2,13 +2,20 @@
 
     python bench/report.py bench/results/latest.json
 
-rewrites latest.md and the latest-*.png charts beside it (run.py does this itself).
+rewrites latest.md and the latest-*.png charts beside it (run.py does this itself);
+
+    python bench/report.py --readme bench/results/latest.json
+
+also rewrites the summary in README.md's "Performance" section (between its
+performance:begin and performance:end markers) from that JSON, so that the README
+always shows the figures of the run whose charts it shows (tests/test_bench.py checks).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from typing import Any
 
@@ -17,7 +24,7 @@ import bench_counters
 import bench_handoff
 import bench_scaling
 import gunicorn_memory
-from _common import fmt_mb, table
+from _common import fmt_mb, fmt_time, table
 
 FORMATTERS = {
     "gunicorn": gunicorn_memory.format_result,
@@ -49,7 +56,7 @@ def chart_memory_over_time(gun: dict[str, Any], path: str) -> None:
     fig, axes = plt.subplots(rows, cols, figsize=(12, 2.6 * rows), sharey=True, squeeze=False)
     top = max((max(s["uss"] + s["pss"]) for r in runs for s in r["series"]), default=1) / 1e6
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, res in zip(axes.flat, runs):
+    for ax, res in zip(axes.flat, runs, strict=False):
         for phase, (start, end) in res["phases"].items():
             ax.axvspan(start, end, color=PHASE_COLORS.get(phase, "#eeeeee"), lw=0)
             ax.text((start + end) / 2, top * 1.02, phase, ha="center", va="bottom",
@@ -85,7 +92,7 @@ def chart_memory_over_time(gun: dict[str, Any], path: str) -> None:
         ax.set_xlabel("seconds since gunicorn started", fontsize=8)
     legend: dict[str, Any] = {}
     for ax in axes.flat:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             legend.setdefault(label, handle)
     handles, labels = list(legend.values()), list(legend)
     cfg = gun["config"]
@@ -110,12 +117,12 @@ def chart_total_memory(gun: dict[str, Any], path: str) -> None:
     colors = ["#2b7bba" if r["strategy"] == "cowbuf" else "#9bbbd9" for r in runs]
     ax.barh(y, master, color="#cccccc", label="master (and its helpers)")
     ax.barh(y, workers, left=master, color=colors, label="workers")
-    for yi, m, w in zip(y, master, workers):
+    for yi, m, w in zip(y, master, workers, strict=True):
         ax.text(m + w, yi, f" {m + w:,.0f} MB", va="center", fontsize=8)
     ax.set_yticks(y)
     ax.set_yticklabels(titles, fontsize=8)
     ax.set_xlabel("total PSS of master + workers (MB)", fontsize=8)
-    ax.set_xlim(0, max(m + w for m, w in zip(master, workers)) * 1.18)
+    ax.set_xlim(0, max(m + w for m, w in zip(master, workers, strict=True)) * 1.18)
     cfg = gun["config"]
     ax.set_title(f"Total memory after every worker read all {cfg['items']:,} integers "
                  f"({cfg['workers']} gunicorn workers)", fontsize=10)
@@ -132,7 +139,7 @@ def chart_scaling(scaling: dict[str, Any], path: str) -> None:
     plt = _pyplot()
     sizes = scaling["config"]["items"]
     fig, axes = plt.subplots(1, len(sizes), figsize=(4 * len(sizes), 3.2), squeeze=False)
-    for ax, items in zip(axes[0], sizes):
+    for ax, items in zip(axes[0], sizes, strict=True):
         for res in scaling["results"]:
             if res["items"] != items:
                 continue
@@ -248,7 +255,7 @@ def markdown(data: dict[str, Any], charts: dict[str, str]) -> str:
             check = article_check(res)
             if check:
                 out += ["The article's claims (and the usual advice of `gc.freeze()`), "
-                        "checked on this machine:", ""] + check + [""]
+                        "checked on this machine:", "", *check, ""]
             for key, alt in (("memory", "memory of each process over time"),
                              ("total", "total memory per strategy")):
                 if key in charts:
@@ -257,6 +264,73 @@ def markdown(data: dict[str, Any], charts: dict[str, str]) -> str:
         if name == "scaling" and "scaling" in charts:
             out += [f"![total memory against workers]({charts['scaling']})", ""]
     return "\n".join(out)
+
+
+README_BEGIN = "<!-- performance:begin (bench/report.py --readme writes this part) -->"
+README_END = "<!-- performance:end -->"
+README_CHARTS = {"memory": "memory of each gunicorn worker over time",
+                 "total": "total memory per strategy"}
+
+
+def machine_line(meta: dict[str, Any]) -> str:
+    m = meta["machine"]
+    mem = f"{m['memory_bytes'] / 2**30:.0f} GiB" if m.get("memory_bytes") else "?"
+    load = ", ".join(f"{x:.1f}" for x in m.get("load_average") or [])
+    return (f"{m['cpu']}, {m['cpus']} CPUs, {mem} RAM; {m['os']}; {m['implementation']} "
+            f"{m['python']}; load average at the start {load}")
+
+
+def readme_section(data: dict[str, Any], results_dir: str = "bench/results",
+                   stem: str = "latest") -> str:
+    """The generated part of README.md's "Performance" section."""
+    meta, bench = data["meta"], data["benchmarks"]
+    out = [f"The {meta['mode']} run of {meta['started'][:10]} "
+           f"(`{meta['command']}`, {meta['seconds'] / 60:.1f} min) on "
+           f"{machine_line(meta)}. Every table, with the per-round figures behind each "
+           f"ratio: [{results_dir}/{stem}.md]({results_dir}/{stem}.md); the raw figures: "
+           f"[{stem}.json]({results_dir}/{stem}.json).", ""]
+    gun = bench.get("gunicorn")
+    if gun and gun.get("strategies"):
+        cfg = gun["config"]
+        out += [f"**The article's experiment under gunicorn**: {cfg['workers']} sync "
+                f"workers, {cfg['items']:,} integers, each worker reads every one of "
+                "them in Python, then serves lookups under load.", ""]
+        out += [*article_check(gun), ""]
+        for key, alt in README_CHARTS.items():
+            out += [f"![{alt}]({results_dir}/{stem}-{key}.png)", ""]
+        rows = []
+        for res in gun["strategies"].values():
+            s = res["summary"]
+            grow = s.get("uss_growth_per_worker") or []
+            rows.append([res["title"], fmt_mb(grow[len(grow) // 2] if grow else None),
+                         fmt_mb(s.get("load", {}).get("total_pss")),
+                         fmt_time(s.get("first_read_seconds_median")),
+                         fmt_time(res.get("c_sum_seconds"))])
+        out += [table(["data held as", "growth of each worker (USS)",
+                       "total memory (sum of PSS)", "full read in Python", "C sum"], rows),
+                ""]
+    rows = all_targets(data)
+    if rows:
+        out += ["**cowbuf against its peers**, each ratio measured in the same run "
+                "(median of per-round ratios; a MISS is reported as it was measured):", "",
+                table(["benchmark", "target", "measured", "goal", ""], rows), ""]
+    scaling = bench.get("scaling")
+    if scaling and scaling.get("results"):
+        out += ["**Scaling**: total memory (sum of PSS) after every worker has read all "
+                "the values once, as workers and items grow (the table is in the report):",
+                "", f"![total memory against workers]({results_dir}/{stem}-scaling.png)", ""]
+    return "\n".join(out).rstrip("\n")
+
+
+def update_readme(data: dict[str, Any], readme: str, results_dir: str, stem: str) -> None:
+    with open(readme) as f:
+        text = f.read()
+    pattern = re.compile(re.escape(README_BEGIN) + ".*?" + re.escape(README_END), re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"{readme}: no {README_BEGIN} ... {README_END} markers")
+    block = f"{README_BEGIN}\n{readme_section(data, results_dir, stem)}\n{README_END}"
+    with open(readme, "w") as f:
+        f.write(pattern.sub(lambda _: block, text))
 
 
 def write_report(data: dict[str, Any], out_dir: str, stem: str) -> list[str]:
@@ -289,11 +363,22 @@ def write_report(data: dict[str, Any], out_dir: str, stem: str) -> list[str]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    args = sys.argv[1:]
+    readme = bool(args) and args[0] == "--readme"
+    if readme:
+        args = args[1:]
+    if len(args) != 1:
         sys.exit(__doc__)
-    path = sys.argv[1]
+    path = args[0]
     with open(path) as f:
         loaded = json.load(f)
     for p in write_report(loaded, os.path.dirname(os.path.abspath(path)),
                           os.path.splitext(os.path.basename(path))[0]):
         print(p)
+    if readme:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        target = os.path.join(root, "README.md")
+        update_readme(loaded, target,
+                      os.path.relpath(os.path.dirname(os.path.abspath(path)), root),
+                      os.path.splitext(os.path.basename(path))[0])
+        print(target)

@@ -111,7 +111,7 @@ def main() -> int:
     json_path = os.path.join(args.out, f"{stem}.json")
     with open(json_path, "w") as f:
         json.dump(data, f, separators=(",", ":"), default=str)
-    written = [json_path] + report.write_report(data, args.out, stem)
+    written = [json_path, *report.write_report(data, args.out, stem)]
     failed = [n for n, r in data["benchmarks"].items() if "error" in r]
     print(f"done in {data['meta']['seconds']:.0f} s; wrote:", *written, sep="\n  ",
           file=sys.stderr)

@@ -98,7 +98,7 @@ def _zombie_or_reused(pid: int) -> bool:
 
 
 def test_report_and_charts(smoke_run: tuple[dict, str]) -> None:
-    data, out = smoke_run
+    _data, out = smoke_run
     with open(os.path.join(out, "smoke.md")) as f:
         report = f.read()
     for title in ("gunicorn", "Element access", "Shared counters", "Hand an", "Scaling"):
