@@ -7,7 +7,9 @@ workers by fork; without, every worker builds its own at import.
 
 Endpoints (plain text, one line):
   /pid              the worker's pid (?hold=SECONDS keeps the worker busy first)
-  /sum              read every value in Python: "pid total seconds"
+  /sum              read every value in Python: "pid total seconds" (?hold=SECONDS keeps
+                    the worker busy after the read, so that concurrent reads reach the
+                    other workers)
   /csum             the sum computed in C where the container has one: "pid total seconds"
   /lookup?i=K       a few values around index K: "pid total"
 """
@@ -52,7 +54,9 @@ def app(environ: dict[str, object], start_response: Callable[..., object]) -> It
             return _reply(start_response, "404 Not Found", f"{pid} no C sum")
         t0 = time.perf_counter()
         total = fn(DATA)
-        return _reply(start_response, "200 OK", f"{pid} {total} {time.perf_counter() - t0:.6f}")
+        seconds = time.perf_counter() - t0
+        time.sleep(float(query.get("hold", ["0"])[0]))
+        return _reply(start_response, "200 OK", f"{pid} {total} {seconds:.6f}")
     if path == "/pid":
         hold = float(query.get("hold", ["0"])[0])
         if hold:

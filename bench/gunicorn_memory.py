@@ -189,13 +189,18 @@ def run_strategy(strategy: strategies.Strategy, items: int, workers: int, cfg: d
                 missing = workers - len(first_read)
                 if missing <= 0:
                     break
-                for r in httpload.get_all(port, ["/sum"] * max(missing, 1), timeout=600):
+                # each request holds its worker a moment after reading, so that the
+                # others go to the workers that have not read yet
+                for r in httpload.get_all(port, ["/sum?hold=0.3"] * workers, timeout=600):
                     if isinstance(r, Exception) or r.status != 200:
                         raise RuntimeError(f"/sum failed: {r!r}")
                     pid, total, seconds = r.body.split()
                     if int(total) != items * (items - 1) // 2:
                         raise RuntimeError(f"/sum returned {total}")
                     first_read.setdefault(int(pid), float(seconds))
+            if len(first_read) < workers:
+                raise RuntimeError(f"only {len(first_read)} of {workers} workers answered "
+                                   f"/sum in {cfg['read_rounds_max']} rounds")
             time.sleep(cfg["settle"])
             phases["read"] = [start, time.perf_counter() - t0]
             result["first_read_seconds"] = first_read
@@ -271,7 +276,7 @@ def run(quick: bool = False, smoke: bool = False, only: list[str] | None = None,
                "load_seconds": 5.0, "concurrency": 4, "interval": 0.1}
     if items:
         cfg["items"] = items
-    cfg.update(boot_timeout=300, read_rounds_max=6)
+    cfg.update(boot_timeout=300, read_rounds_max=20)
     n, workers = cfg["items"], cfg["workers"]
     results: dict[str, Any] = {}
     skipped: dict[str, str] = {}
