@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from proc_memory import shmem_growth_settled, shmem_kib
 
 import cowbuf
 from cowbuf import _core
@@ -203,13 +204,6 @@ def test_sigkill_while_allocating_never_blocks_or_overlaps_the_others():
 
 # -- the parent killed ---------------------------------------------------------------
 
-def _shmem_kib() -> int:
-    with open("/proc/meminfo") as meminfo:
-        for line in meminfo:
-            if line.startswith("Shmem:"):
-                return int(line.split()[1])
-    raise AssertionError("no Shmem line in /proc/meminfo")
-
 
 def _holders(inode: int) -> list[str]:
     """Every process that maps or holds an fd of the memfd with this inode."""
@@ -283,7 +277,7 @@ ORPHANS = """
 def test_sigkill_of_the_parent_leaves_the_children_valid_memory(tmp_path: Path) -> None:
     path = tmp_path / "orphans.py"
     path.write_text(textwrap.dedent(ORPHANS))
-    baseline = _shmem_kib()
+    baseline = shmem_kib()
     parent = subprocess.Popen([sys.executable, "-W", "error", str(path)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               start_new_session=True)
@@ -295,7 +289,7 @@ def test_sigkill_of_the_parent_leaves_the_children_valid_memory(tmp_path: Path) 
         first = parent.stdout.readline() if ready else ""
         assert first.startswith("ready"), (first, parent.stderr.read() if not ready else "")
         inode, *children = map(int, first.split()[1:])
-        held = _shmem_kib() - baseline
+        held = shmem_kib() - baseline
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(30)
         # The children run on: they read and write the memory, and see each other.
@@ -320,10 +314,7 @@ def test_sigkill_of_the_parent_leaves_the_children_valid_memory(tmp_path: Path) 
                what="the children's exit")
     # Nobody maps or holds the memory any more: the kernel has freed it.
     assert _holders(inode) == []
-    deadline = time.monotonic() + 20
-    while _shmem_kib() - baseline > 1024 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _shmem_kib() - baseline <= 1024
+    assert shmem_growth_settled(baseline, 1024, timeout=20) <= 1024
 
 
 # -- out of memory, out of address space ---------------------------------------------

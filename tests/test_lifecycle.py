@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import sharing_workers as w
+from proc_memory import shmem_growth_settled, shmem_kib
 
 import cowbuf
 from cowbuf import _core
@@ -21,13 +22,6 @@ from cowbuf import _core
 LINUX = sys.platform.startswith("linux")
 linux_only = pytest.mark.skipif(not LINUX, reason="reads /proc/meminfo and /proc/PID/fd")
 
-
-def _shmem_kib() -> int:
-    with open("/proc/meminfo") as meminfo:
-        for line in meminfo:
-            if line.startswith("Shmem:"):
-                return int(line.split()[1])
-    raise AssertionError("no Shmem line in /proc/meminfo")
 
 
 def _run_program(tmp_path: Path, source: str, *args: str,
@@ -76,13 +70,13 @@ def test_sigkill_of_the_whole_process_group_frees_everything(tmp_path: Path) -> 
             time.sleep(600)
         """
     shm_before = sorted(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else []
-    baseline = _shmem_kib()
+    baseline = shmem_kib()
     proc = _run_program(tmp_path, program, start_new_session=True)
     assert proc.stdout is not None and proc.stderr is not None
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 240)
         line = proc.stdout.readline() if ready else "(no answer)"
-        held = _shmem_kib() - baseline
+        held = shmem_kib() - baseline
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
@@ -101,10 +95,7 @@ def test_sigkill_of_the_whole_process_group_frees_everything(tmp_path: Path) -> 
         time.sleep(0.05)
     else:
         pytest.fail("processes of the killed group are still alive")
-    deadline = time.monotonic() + 10
-    while _shmem_kib() - baseline > 1024 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _shmem_kib() - baseline <= 1024
+    assert shmem_growth_settled(baseline, 1024, timeout=10) <= 1024
     if os.path.isdir("/dev/shm"):
         assert set(os.listdir("/dev/shm")) - set(shm_before) == set()
 

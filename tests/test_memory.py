@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from proc_memory import shmem_kib
 
 import cowbuf
 from cowbuf import _memory
@@ -20,22 +21,15 @@ LINUX = sys.platform.startswith("linux")
 linux_only = pytest.mark.skipif(not LINUX, reason="reads /proc/meminfo")
 
 
-def _shmem_kib() -> int:
-    with open("/proc/meminfo") as meminfo:
-        for line in meminfo:
-            if line.startswith("Shmem:"):
-                return int(line.split()[1])
-    raise AssertionError("no Shmem in /proc/meminfo")
-
 
 @linux_only
 def test_populate_commits_the_memory_at_once() -> None:
     size = 256 << 20
-    before = _shmem_kib()
+    before = shmem_kib()
     lazy = cowbuf.Region(size)
-    assert _shmem_kib() - before < 64 * 1024  # nothing touched, nothing committed
+    assert shmem_kib() - before < 64 * 1024  # nothing touched, nothing committed
     committed = cowbuf.Region(size, populate=True)
-    assert _shmem_kib() - before >= 250 * 1024
+    assert shmem_kib() - before >= 250 * 1024
     assert memoryview(committed)[size - 1] == 0
     lazy.close()
     committed.close()
