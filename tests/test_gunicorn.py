@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -52,13 +53,19 @@ def _get(port: int, path: str) -> dict[str, int]:
         return body
 
 
-def _until_every_worker_served(port: int, path: str, workers: list[int]) -> list[dict[str, int]]:
-    answers, seen = [], set()
+def _until_every_worker_served(port: int, path: str, workers: list[int],
+                               concurrency: int) -> list[dict[str, int]]:
+    """Send rounds of `concurrency` requests at once until every worker has answered one.
+    One at a time, the worker that has just answered often wins the next accept too, so
+    a round keeps several workers busy at once."""
+    answers: list[dict[str, int]] = []
+    seen: set[int] = set()
     deadline = time.monotonic() + 240
-    while seen != set(workers):
-        assert time.monotonic() < deadline, f"workers {set(workers) - seen} never answered"
-        answers.append(_get(port, path))
-        seen.add(answers[-1]["pid"])
+    with ThreadPoolExecutor(concurrency) as pool:
+        while seen != set(workers):
+            assert time.monotonic() < deadline, f"workers {set(workers) - seen} never answered"
+            answers += pool.map(lambda _: _get(port, path), range(concurrency))
+            seen.update(a["pid"] for a in answers)
     return answers
 
 
@@ -83,9 +90,9 @@ def test_preloaded_workers_read_everything_without_copying() -> None:
             assert time.monotonic() < deadline, "gunicorn did not start"
             time.sleep(0.1)
         # every worker has answered a small request: its code paths are warm
-        _until_every_worker_served(port, "/item/1", workers)
+        _until_every_worker_served(port, "/item/1", workers, 4 * WORKERS)
         before = {pid: _uss_kib(pid) for pid in workers}
-        answers = _until_every_worker_served(port, "/sum", workers)
+        answers = _until_every_worker_served(port, "/sum", workers, WORKERS)
         after = {pid: _uss_kib(pid) for pid in workers}
         assert {a["sum"] for a in answers} == {ITEMS * (ITEMS - 1) // 2}
         assert _get(port, "/item/1234567")["value"] == 1234567
