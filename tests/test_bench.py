@@ -22,6 +22,8 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not sys.platform.startswith("linux"),
                        reason="the memory figures come from /proc/PID/smaps_rollup"),
+    pytest.mark.skipif(not os.path.isfile(os.path.join(ROOT, "bench", "run.py")),
+                       reason="needs the source tree's bench/"),
 ]
 
 
