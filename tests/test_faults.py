@@ -250,7 +250,9 @@ ORPHANS = """
         while arrived.value < 3 and time.monotonic() < deadline:
             time.sleep(0.01)
         ok = ok and data[:3].tolist() == [-1, -1, -1] and frozen.readonly
-        print(f"child {slot} {'ok' if ok else 'BAD'}", flush=True)
+        # one write(2) of a whole line: print() may make two (PYTHONUNBUFFERED), and
+        # the siblings share the pipe
+        os.write(1, f"child {slot} {'ok' if ok else 'BAD'}\\n".encode())
 
     if __name__ == "__main__":
         data = cowbuf.array("q", range(N))  # filled in C, committed up front
