@@ -8,7 +8,7 @@ rewrites latest.md and the latest-*.png charts beside it (run.py does this itsel
 
 also rewrites the summary in README.md's "Performance" section (between its
 performance:begin and performance:end markers) from that JSON, so that the README
-always shows the figures of the run whose charts it shows (tests/test_bench.py checks).
+always shows the figures of the run whose charts it shows (tests/test_readme.py checks).
 """
 
 from __future__ import annotations
@@ -286,8 +286,8 @@ def readme_section(data: dict[str, Any], results_dir: str = "bench/results",
     meta, bench = data["meta"], data["benchmarks"]
     out = [f"The {meta['mode']} run of {meta['started'][:10]} "
            f"(`{meta['command']}`, {meta['seconds'] / 60:.1f} min) on "
-           f"{machine_line(meta)}. Every table, with the per-round figures behind each "
-           f"ratio: [{results_dir}/{stem}.md]({results_dir}/{stem}.md); the raw figures: "
+           f"{machine_line(meta)}. Every table: [{results_dir}/{stem}.md]"
+           f"({results_dir}/{stem}.md); the raw figures, round by round: "
            f"[{stem}.json]({results_dir}/{stem}.json).", ""]
     gun = bench.get("gunicorn")
     if gun and gun.get("strategies"):
