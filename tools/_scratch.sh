@@ -9,6 +9,10 @@
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 python=${PYTHON:-python3}
 libasan=$(gcc -print-file-name=libasan.so)
+# Preloaded with libasan so that ASan's __cxa_throw interceptor finds the real one: a
+# C++ extension (matplotlib's, in the benchmark smoke test) that throws otherwise
+# aborts with "CHECK failed: ... real___cxa_throw".
+libstdcxx=$(gcc -print-file-name=libstdc++.so)
 
 if [[ -n ${COWBUF_SCRATCH:-} ]]; then
     mkdir -p "$COWBUF_SCRATCH"
@@ -84,7 +88,7 @@ build() {
 # Add PYTHONMALLOC=malloc for ASan to see overflows of Python objects (bytes that
 # cowbuf fills, small buffers): slower, and its quarantine grows memory.
 asan_env() {
-    echo "LD_PRELOAD=$libasan" \
+    echo "LD_PRELOAD=$libasan:$libstdcxx" \
         "ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1:handle_segv=0:handle_sigbus=0:halt_on_error=1:abort_on_error=1:detect_stack_use_after_return=1:strict_init_order=1:log_path=$1/asan" \
         "UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:abort_on_error=1:log_path=$1/ubsan"
 }
