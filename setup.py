@@ -1,5 +1,6 @@
 """Build the cowbuf._core extension (metadata lives in pyproject.toml)."""
 
+import glob
 import os
 
 from Cython.Build import cythonize
@@ -19,7 +20,9 @@ extensions = [
         "cowbuf._core",
         ["cowbuf/_core.pyx"],
         include_dirs=["cowbuf"],
-        depends=["cowbuf/_atomic.h", "cowbuf/_shm.h", "cowbuf/_atomic.pxd", "cowbuf/_core.pxd"],
+        # the parts _core.pyx includes, its declarations and the C headers
+        depends=sorted(glob.glob("cowbuf/*.pxi") + glob.glob("cowbuf/*.pxd")
+                       + glob.glob("cowbuf/*.h")),
         extra_compile_args=extra_compile_args,
         extra_link_args=extra_link_args,
     )

@@ -1,0 +1,35 @@
+# Every C declaration of cowbuf's own headers, in one place. The headers hold all of
+# the core's C: plain functions of C types that set errno and never touch Python
+# state (so they run without the GIL), except _cpython.h, which reads Python ints.
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+
+
+cdef extern from "_shm.h" nogil:
+    # Shared memory: create, map, protect (see _shm.h for the platform choices).
+    size_t cowbuf_page_size()
+    int cowbuf_shm_create(size_t size, int populate)
+    void* cowbuf_shm_map(int fd, size_t size, int writable, int populate)
+    int cowbuf_shm_protect_readonly(void* addr, size_t size, int fd)
+    int64_t cowbuf_fd_size(int fd)
+    # AddressSanitizer builds only; no-ops otherwise.
+    void cowbuf_poison(void* addr, size_t size)
+    void cowbuf_unpoison(void* addr, size_t size)
+
+
+cdef extern from "_atomic.h" nogil:
+    # Sequentially consistent, lock-free atomics on shared memory.
+    uint32_t cowbuf_load_u32(const uint32_t* p)
+    void cowbuf_store_u32(uint32_t* p, uint32_t v)
+    int cowbuf_cas_u32(uint32_t* p, uint32_t* expected, uint32_t desired)
+    uint32_t cowbuf_add_fetch_u32(uint32_t* p, uint32_t v)
+
+    uint64_t cowbuf_load_u64(const uint64_t* p)
+    void cowbuf_store_u64(uint64_t* p, uint64_t v)
+    uint64_t cowbuf_exchange_u64(uint64_t* p, uint64_t v)
+    int cowbuf_cas_u64(uint64_t* p, uint64_t* expected, uint64_t desired)
+    uint64_t cowbuf_fetch_add_u64(uint64_t* p, uint64_t v)
+    uint64_t cowbuf_add_fetch_u64(uint64_t* p, uint64_t v)
+
+
+cdef extern from "_cpython.h":
+    Py_ssize_t cowbuf_exact_index(object key) noexcept
