@@ -12,18 +12,12 @@ import sys
 import threading
 
 import pytest
+from helpers import Sneaky, int_range
 
 import cowbuf
 
 TYPECODES = "bBhHiIlLqQfd"
 INT_TYPECODES = "bBhHiIlLqQ"
-
-
-def int_range(tc):
-    bits = 8 * struct.calcsize(tc)
-    if tc.isupper():
-        return 0, (1 << bits) - 1
-    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
 
 
 def sample(tc, n, seed=0):
@@ -37,23 +31,6 @@ def sample(tc, n, seed=0):
     values = [low, high, 0, low + 1, high - 1]
     values += [rng.randint(low, high) for _ in range(n)]
     return values[:n]
-
-
-class Sneaky:
-    """A number whose conversion runs `action` first (which may close or freeze the
-    region under the call that converts it)."""
-
-    def __init__(self, value, action):
-        self.value = value
-        self.action = action
-
-    def __index__(self):
-        self.action()
-        return self.value
-
-    def __float__(self):
-        self.action()
-        return float(self.value)
 
 
 SLICES = [

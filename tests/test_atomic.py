@@ -4,9 +4,9 @@ exactness under contention from real processes."""
 import gc
 import os
 import sys
-import time
 
 import pytest
+from helpers import Sneaky, address, int_range, wait_until, wrap
 
 import cowbuf
 
@@ -17,46 +17,6 @@ ATOMIC_TYPECODES = "iIlLqQ"
 NON_ATOMIC_TYPECODES = "bBhHfd"
 CACHE_LINE = 64
 INCREMENTS = 200_000
-
-
-def int_range(tc):
-    bits = 8 * np.dtype(tc).itemsize
-    if tc.isupper():
-        return 0, (1 << bits) - 1
-    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-
-
-def wrap(tc, value):
-    """value wrapped into the range of typecode tc, as C and numpy do."""
-    bits = 8 * np.dtype(tc).itemsize
-    value &= (1 << bits) - 1
-    if not tc.isupper() and value >= 1 << (bits - 1):
-        value -= 1 << bits
-    return value
-
-
-def address(buffer):
-    return np.frombuffer(buffer, dtype=np.uint8).ctypes.data
-
-
-class Sneaky:
-    """An integer whose __index__ runs `action` first."""
-
-    def __init__(self, value, action):
-        self.value = value
-        self.action = action
-
-    def __index__(self):
-        self.action()
-        return self.value
-
-
-def wait_until(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the other processes did not get there in time")
-        time.sleep(0.0005)
 
 
 def start_together(ready, parties):

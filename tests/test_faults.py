@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from proc_memory import shmem_growth_settled, shmem_kib
+from helpers import shmem_growth_settled, shmem_kib, wait_until
 
 import cowbuf
 from cowbuf import _core
@@ -32,14 +32,6 @@ linux_only = pytest.mark.skipif(not LINUX, reason="reads /proc")
 START_METHODS = [m for m in ("fork", "spawn") if m in mp.get_all_start_methods()]
 # Set by tools/sanitize.sh: ASan reserves terabytes of address space up front.
 SANITIZER = os.environ.get("COWBUF_SANITIZER", "")
-
-
-def wait_until(predicate, timeout=60.0, what="the workers"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} did not get there in {timeout} s")
-        time.sleep(0.001)
 
 
 def start_workers(ctx, target, arg_tuples):

@@ -8,9 +8,9 @@ import gc
 import multiprocessing
 import signal
 import sys
-import time
 
 import pytest
+from helpers import address, memory_counters, wait_until
 
 import cowbuf
 
@@ -20,31 +20,6 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="reads /proc/self/smaps_rollup")
 
 MB = 1 << 20
-
-
-def memory_counters():
-    """(unique set size, resident set size) of this process, in bytes."""
-    uss = rss = 0
-    with open("/proc/self/smaps_rollup") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("Private_Clean", "Private_Dirty"):
-                uss += int(rest.split()[0]) * 1024
-            elif key == "Rss":
-                rss = int(rest.split()[0]) * 1024
-    return uss, rss
-
-
-def wait_until(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the other process did not get there in time")
-        time.sleep(0.001)
-
-
-def address(buffer):
-    return np.frombuffer(buffer, dtype=np.uint8).ctypes.data
 
 
 # -- writes are shared both ways ---------------------------------------------------

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from helpers import uss_kib
 
 psutil = pytest.importorskip("psutil")
 pytest.importorskip("gunicorn")
@@ -35,16 +36,6 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def _uss_kib(pid: int) -> int:
-    fields = {}
-    with open(f"/proc/{pid}/smaps_rollup") as rollup:
-        for line in rollup:
-            parts = line.split()
-            if len(parts) == 3 and parts[2] == "kB":
-                fields[parts[0].rstrip(":")] = int(parts[1])
-    return fields["Private_Clean"] + fields["Private_Dirty"]
 
 
 def _get(port: int, path: str) -> dict[str, int]:
@@ -91,9 +82,9 @@ def test_preloaded_workers_read_everything_without_copying() -> None:
             time.sleep(0.1)
         # every worker has answered a small request: its code paths are warm
         _until_every_worker_served(port, "/item/1", workers, 4 * WORKERS)
-        before = {pid: _uss_kib(pid) for pid in workers}
+        before = {pid: uss_kib(pid) for pid in workers}
         answers = _until_every_worker_served(port, "/sum", workers, WORKERS)
-        after = {pid: _uss_kib(pid) for pid in workers}
+        after = {pid: uss_kib(pid) for pid in workers}
         assert {a["sum"] for a in answers} == {ITEMS * (ITEMS - 1) // 2}
         assert _get(port, "/item/1234567")["value"] == 1234567
         growth = sum(after[pid] - before[pid] for pid in workers)

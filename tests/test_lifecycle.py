@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import sharing_workers as w
-from proc_memory import shmem_growth_settled, shmem_kib
+from helpers import shmem_growth_settled, shmem_kib
 
 import cowbuf
 from cowbuf import _core

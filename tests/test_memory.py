@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from proc_memory import shmem_kib
+from helpers import shmem_kib
 
 import cowbuf
 from cowbuf import _memory

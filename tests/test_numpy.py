@@ -241,3 +241,4 @@ def test_region_buffer_in_numpy():
     n[:] = np.arange(1024)
     assert r.view("i").tolist() == list(range(1024))
     assert np.shares_memory(n, np.asarray(r.view("i")))
+

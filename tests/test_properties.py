@@ -20,6 +20,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 import pytest
+from helpers import int_range, wrap
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -54,18 +55,6 @@ def bounded(examples: int, **kwargs: object) -> settings:
 TYPECODES = cowbuf.TYPECODES
 INT_TYPECODES = [tc for tc in TYPECODES if tc not in "fd"]
 ATOMIC_TYPECODES = [tc for tc in INT_TYPECODES if struct.calcsize(tc) >= 4]
-
-
-def int_range(tc: str) -> tuple[int, int]:
-    bits = 8 * struct.calcsize(tc)
-    if tc.isupper():
-        return 0, (1 << bits) - 1
-    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-
-
-def wrap(tc: str, value: int) -> int:
-    low, high = int_range(tc)
-    return (value - low) % (high - low + 1) + low
 
 
 class Index:

@@ -8,6 +8,14 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import (
+    Sneaky,
+    address,
+    fd_of_inode,
+    mapping_count,
+    mapping_of,
+    open_fds,
+)
 
 import cowbuf
 
@@ -20,68 +28,6 @@ F_GET_SEALS = getattr(fcntl, "F_GET_SEALS", 1024 + 10)
 F_SEAL_SHRINK = getattr(fcntl, "F_SEAL_SHRINK", 0x0002)
 F_SEAL_GROW = getattr(fcntl, "F_SEAL_GROW", 0x0004)
 F_SEAL_FUTURE_WRITE = 0x0010
-
-
-class Sneaky:
-    """An integer whose __index__ runs `action` first: code that can close or freeze
-    the region in the middle of the call that converts it."""
-
-    def __init__(self, value, action):
-        self.value = value
-        self.action = action
-
-    def __index__(self):
-        self.action()
-        return self.value
-
-
-def address(buffer):
-    """The address of the first byte of a buffer."""
-    return np.frombuffer(buffer, dtype=np.uint8).ctypes.data
-
-
-def mapping_of(addr):
-    """The /proc/self/smaps entry of the mapping holding `addr`: 'start', 'end',
-    'perms', 'inode', 'path' and the size fields (Rss, ...) in bytes."""
-    entry = None
-    with open("/proc/self/smaps") as f:
-        for line in f:
-            head = line.split(None, 1)[0]
-            if not head.endswith(":"):
-                if entry is not None:
-                    break
-                start, end = (int(x, 16) for x in head.split("-"))
-                if start <= addr < end:
-                    fields = line.split(None, 5)
-                    entry = {"start": start, "end": end, "perms": fields[1],
-                             "inode": int(fields[4]),
-                             "path": fields[5].strip() if len(fields) > 5 else ""}
-            elif entry is not None and line.rstrip().endswith(" kB"):
-                key, value = line.split(":", 1)
-                entry[key] = int(value.split()[0]) * 1024
-    if entry is None:
-        raise LookupError(f"no mapping holds address {addr:#x}")
-    return entry
-
-
-def fd_of_inode(inode):
-    """An fd of this process open on `inode`."""
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            if os.fstat(int(name)).st_ino == inode:
-                return int(name)
-        except OSError:
-            continue
-    raise LookupError(f"no fd is open on inode {inode}")
-
-
-def open_fds():
-    return set(os.listdir("/proc/self/fd"))
-
-
-def mapping_count():
-    with open("/proc/self/maps") as f:
-        return sum(1 for _ in f)
 
 
 # -- creation ----------------------------------------------------------------------
@@ -495,3 +441,4 @@ def test_closed_region_cannot_be_frozen():
     r.close()
     with pytest.raises(ValueError):
         r.freeze()
+

@@ -262,3 +262,4 @@ def test_plain_pickle_copies_by_value(name: str, trip: object) -> None:
     assert copied.value == -42
     copied.add()
     assert counter.value == -42
+

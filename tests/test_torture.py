@@ -15,6 +15,7 @@ import tracemalloc
 from multiprocessing.reduction import ForkingPickler
 
 import pytest
+from helpers import cowbuf_mappings, open_fds
 
 import cowbuf
 from cowbuf import _sharing
@@ -24,20 +25,6 @@ np = pytest.importorskip("numpy")
 LINUX = sys.platform.startswith("linux")
 linux_only = pytest.mark.skipif(not LINUX, reason="reads /proc/self/maps and /proc/self/fd")
 EXPECTED = (ValueError, TypeError, IndexError, OverflowError, BufferError)
-
-
-def cowbuf_mappings() -> list[str]:
-    """The lines of /proc/self/maps that map cowbuf memory."""
-    with open("/proc/self/maps") as maps:
-        return [line for line in maps if "memfd:cowbuf" in line]
-
-
-def open_fds() -> list[str]:
-    fds = []
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(FileNotFoundError):  # the fd of the listing itself
-            fds.append(f"{fd} -> {os.readlink(f'/proc/self/fd/{fd}')}")
-    return sorted(fds)
 
 
 class Torture:
