@@ -13,6 +13,9 @@ cdef Array _array_view(Region region, char tc, Py_ssize_t offset, Py_ssize_t len
     return view
 
 
+# no_gc: an Array refers only to its Region (see Region): never cleared by the collector
+# before the buffers exported from it are released.
+@cython.no_gc
 @cython.final
 cdef class Array:
     """A typed, fixed-length view on shared memory, with the typecodes of
@@ -470,6 +473,7 @@ cdef class Array:
         return f"<cowbuf.Array '{tc}' length={n}{flags} {items}>"
 
 
+@cython.no_gc
 @cython.final
 cdef class _ArrayIterator:
     cdef:

@@ -27,8 +27,10 @@ cdef Counter _counter_view(Region region, Py_ssize_t offset):
     return c
 
 
-# Plain method descriptors rather than Cython function objects: CPython calls them
-# without a bound-method object in between (counters are called in hot loops).
+# no_gc: a Counter refers only to its Region (see Region). binding(False): plain
+# method descriptors rather than Cython function objects, which CPython calls without
+# a bound-method object in between (counters are called in hot loops).
+@cython.no_gc
 @cython.final
 @cython.binding(False)
 cdef class Counter:

@@ -1,5 +1,9 @@
 # Region: a block of shared memory with the buffer protocol.
 
+# no_gc: a Region refers only to its mapping, so it is never part of a reference cycle;
+# and the garbage collector must never clear it (tp_clear would set _mapping to None)
+# while a memoryview in cyclic garbage still has to release its export on it.
+@cython.no_gc
 @cython.final
 cdef class Region:
     """Region(nbytes, *, populate=False)

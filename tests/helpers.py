@@ -85,7 +85,7 @@ def run_python(source: str, *args: str, timeout: float = 120,
             textwrap.dedent(source), *args]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              env=python_env(), cwd=os.path.dirname(TESTS))
+                              env=python_env(), cwd=TESTS)
     except subprocess.TimeoutExpired as exc:
         raise AssertionError(f"the program hung for {timeout} s:\n{exc.stdout}\n"
                              f"{exc.stderr}") from None

@@ -15,6 +15,7 @@ from helpers import (
     mapping_count,
     mapping_of,
     open_fds,
+    run_python,
 )
 
 import cowbuf
@@ -442,3 +443,38 @@ def test_closed_region_cannot_be_frozen():
     with pytest.raises(ValueError):
         r.freeze()
 
+
+# -- owners outlive their buffers ---------------------------------------------------
+
+@pytest.mark.parametrize("owner", ["region", "array", "array-slice", "ctypes"])
+def test_buffer_released_from_cyclic_garbage_finds_its_owner_whole(owner):
+    # The collector clears the objects of a garbage cycle before their buffers are
+    # released; a memoryview (or ctypes object) of cowbuf memory in such a cycle must
+    # then release its export on an owner that the collector left whole (0.1.0 wrote
+    # through None and crashed). The word 48 bytes past None is where 0.1.0 wrote.
+    run_python(f"""
+        import ctypes, gc
+        import cowbuf
+
+        owner = {owner!r}
+        word = ctypes.c_ssize_t.from_address(id(None) + 48)
+        before = word.value
+        for round in range(50):
+            gc.disable()
+            if owner == "region":
+                obj = cowbuf.Region(4096)
+            elif owner == "array":
+                obj = cowbuf.array("q", 1000)
+            elif owner == "array-slice":
+                obj = cowbuf.array("q", 100_000)[10:20:3]
+            else:
+                obj = cowbuf.array("B", 64)
+            view = (ctypes.c_char * 8).from_buffer(obj) if owner == "ctypes" else memoryview(obj)
+            cycle = [view, obj]
+            cycle.append(cycle)
+            del obj, view, cycle
+            gc.collect()
+            gc.enable()
+        assert word.value == before, "the interpreter's memory was written"
+        print("ok")
+    """)
