@@ -131,14 +131,19 @@ cdef class Region:
         cdef int err = 0
         if not m.arena and m.writable_exports == 0:
             # The region spans its own mapping: enforce it in hardware too, and seal
-            # the memfd so no process can map it writable from now on.
+            # the memfd so no process can map it writable from now on. Frozen before
+            # the GIL is dropped: a thread that writes in the meantime (or a child
+            # forked then) must see it frozen, not store into read-only memory.
+            m.readonly = True
+            self._frozen = True
             with nogil:
                 rc = cowbuf_shm_protect_readonly(m.addr, <size_t>m.size, m.fd)
                 if rc == -1:
                     err = errno
             if rc == -1:
+                m.readonly = False
+                self._frozen = False
                 raise _os_error(err, "cannot freeze the region")
-            m.readonly = True
         self._frozen = True
 
     def view(self, typecode, offset=0, length=None):

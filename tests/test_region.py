@@ -478,3 +478,45 @@ def test_buffer_released_from_cyclic_garbage_finds_its_owner_whole(owner):
         assert word.value == before, "the interpreter's memory was written"
         print("ok")
     """)
+
+
+def test_writes_racing_freeze_from_another_thread_raise_and_never_fault():
+    # freeze() drops the GIL around mprotect: a write from another thread in that
+    # window must already see the region frozen (TypeError), never store into memory
+    # that has just become read-only (0.1.0: SIGSEGV).
+    done = run_python("""
+        import threading
+        import cowbuf
+
+        current = cowbuf.array("q", 1 << 20)
+        stop = False
+        refused = 0
+
+        def writer():
+            global refused
+            while not stop:
+                a = current
+                writes = (lambda: a.__setitem__(0, 1), lambda: a.fill(1),
+                          lambda: a.atomic_add(0, 1), lambda: a.__setitem__(slice(0, 2), [1, 2]))
+                for write in writes:
+                    try:
+                        write()
+                    except TypeError:
+                        refused += 1
+
+        t = threading.Thread(target=writer)
+        t.start()
+        try:
+            for i in range(2000):
+                current = cowbuf.array("q", 1 << 20)  # 8 MiB: mprotected when frozen
+                current[1] = 0
+                try:
+                    current.freeze()
+                except BufferError:
+                    pass  # refused while a GIL-free fill() runs: as documented
+        finally:
+            stop = True
+            t.join()
+        print("refused", refused)
+    """, timeout=240)
+    assert int(done.stdout.split()[-1]) > 0
