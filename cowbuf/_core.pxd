@@ -40,6 +40,7 @@ cdef class Region:
         bint _frozen
         object __weakref__
 
+    cdef int _check_new(self) except -1
     cdef void _attach(self, _Mapping mapping, Py_ssize_t offset, Py_ssize_t nbytes) noexcept
     cdef inline int _check_open(self) except -1
     cdef int _check_writable(self) except -1

@@ -26,15 +26,20 @@ cdef class Region:
         self._mapping = None
 
     def __init__(self, nbytes, *, bint populate=False):
-        if self._nbytes or self._mapping is not None or self is _NO_REGION:
-            raise TypeError("Region.__init__() may only be called once")
+        self._check_new()
         cdef Py_ssize_t n = _to_nbytes(nbytes)
+        self._check_new()  # nbytes.__index__ may have called __init__ itself
         if n == 0:
             raise ValueError("a Region needs at least one byte")
         _sweep_hook()
         if populate:
             check_commit(n)
         self._attach(_new_mapping(n, populate, False), 0, n)
+
+    cdef int _check_new(self) except -1:
+        if self._nbytes or self._mapping is not None or self is _NO_REGION:
+            raise TypeError("Region.__init__() may only be called once")
+        return 0
 
     cdef void _attach(self, _Mapping mapping, Py_ssize_t offset, Py_ssize_t nbytes) noexcept:
         self._mapping = mapping

@@ -480,6 +480,26 @@ def test_buffer_released_from_cyclic_garbage_finds_its_owner_whole(owner):
     """)
 
 
+def test_init_is_refused_once_the_region_is_attached_even_from_its_own_size():
+    # The size's __index__ runs Python code in the middle of Region.__init__: a call
+    # of __init__ from there must not let the outer call attach a second mapping
+    # under the Arrays made on the first.
+    r = cowbuf.Region.__new__(cowbuf.Region)
+    views = []
+
+    def reenter():
+        r.__init__(1 << 24)
+        views.append(r.view("B"))
+
+    with pytest.raises(TypeError, match="only be called once"):
+        r.__init__(Sneaky(4096, reenter))
+    assert r.nbytes == 1 << 24 == len(views[0])
+    views[0][(1 << 24) - 1] = 7  # the whole array is backed
+    assert memoryview(r)[-1] == 7
+    with pytest.raises(TypeError, match="only be called once"):
+        r.__init__(4096)
+
+
 def test_writes_racing_freeze_from_another_thread_raise_and_never_fault():
     # freeze() drops the GIL around mprotect: a write from another thread in that
     # window must already see the region frozen (TypeError), never store into memory
