@@ -132,6 +132,8 @@ cdef Region _carve(Py_ssize_t nbytes, Py_ssize_t align):
     global _arena
     cdef uint64_t* bump
     cdef uint64_t current, start, end
+    if nbytes < 0 or nbytes + align > ARENA_BYTES - ARENA_HEADER:
+        raise ValueError(f"cannot carve {nbytes} bytes from an arena")
     while True:
         if _arena is None:
             _arena = _new_mapping(ARENA_BYTES, False, True)

@@ -18,6 +18,9 @@ def _region_state(Region region not None):
 def _region_from_bytes(data, bint frozen, bint small):
     cdef Py_ssize_t n = len(memoryview(data))
     cdef Region region
+    if small and n >= PAGE:
+        # only allocations under a page are carved from arenas
+        raise ValueError(f"bad pickle data: a small region of {n} bytes")
     if small or n == 0:
         region = _carve(n, 16)
     else:

@@ -14,6 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 import sharing_workers as w
+from helpers import run_python
 
 import cowbuf
 
@@ -263,3 +264,30 @@ def test_plain_pickle_copies_by_value(name: str, trip: object) -> None:
     copied.add()
     assert counter.value == -42
 
+
+# -- crafted pickles ----------------------------------------------------------------
+
+@pytest.mark.parametrize("nbytes", [(8 << 20) - 48, 64 << 10])
+def test_region_reconstructor_rejects_inconsistent_data_at_once(nbytes):
+    # Unpickling is an attack surface: a by-value Region that claims to be carved
+    # from an arena ("small") but is pages long must raise at once (0.1.0 looped
+    # forever creating arenas, deaf to SIGINT). In its own interpreter: a hang must
+    # not take the test run with it.
+    run_python(f"""
+        import pickle, time
+        from cowbuf import _core
+
+        class Crafted:
+            def __reduce__(self):
+                return (_core._region_from_bytes, (bytes({nbytes}), False, True))
+
+        data = pickle.dumps(Crafted())
+        started = time.monotonic()
+        try:
+            pickle.loads(data)
+        except ValueError as exc:
+            assert "pickle" in str(exc), exc
+        else:
+            raise AssertionError("loaded")
+        assert time.monotonic() - started < 5
+    """, timeout=60)
