@@ -147,9 +147,11 @@ cdef inline object _load(char tc, const char* p):
 
 cdef int _format_kind(const char* fmt, Py_ssize_t* size) noexcept:
     """Classify a buffer format of one element: 1 signed integer, 2 unsigned integer,
-    3 floating point, 0 anything else (structs, bool, other byte orders). Sets *size."""
+    3 floating point (half floats included), 0 anything else (bool, char, pointers,
+    structs, other byte orders). Sets *size for kinds 1 to 3."""
     cdef char order = c'@'
     cdef char code
+    cdef int kind
     if fmt == NULL:
         size[0] = 1
         return 2
@@ -161,34 +163,36 @@ cdef int _format_kind(const char* fmt, Py_ssize_t* size) noexcept:
     code = fmt[0]
     if code == 0 or fmt[1] != 0:
         return 0
-    if order == c'>' or order == c'!':
-        if LITTLE_ENDIAN:
-            return 0
-    elif order == c'<':
-        if not LITTLE_ENDIAN:
-            return 0
-    if order != c'@':
-        # standard sizes of the struct module
+    if (order == c'>' or order == c'!') and LITTLE_ENDIAN:
+        return 0
+    if order == c'<' and not LITTLE_ENDIAN:
+        return 0
+    # Every code of the struct module: only these are numbers (#9: 'e' is a float).
+    if code in b"bhilqn":
+        kind = 1
+    elif code in b"BHILQN":
+        kind = 2
+    elif code in b"efd":
+        kind = 3
+    else:
+        return 0
+    if order == c'@':  # native sizes
+        if code == c'b' or code == c'B': size[0] = 1
+        elif code == c'h' or code == c'H' or code == c'e': size[0] = sizeof(short)
+        elif code == c'i' or code == c'I': size[0] = sizeof(int)
+        elif code == c'l' or code == c'L': size[0] = sizeof(long)
+        elif code == c'q' or code == c'Q': size[0] = sizeof(long long)
+        elif code == c'n' or code == c'N': size[0] = sizeof(Py_ssize_t)
+        elif code == c'f': size[0] = sizeof(float)
+        else: size[0] = sizeof(double)
+    else:  # the standard sizes of the struct module; n and N are native only
         if code == c'b' or code == c'B': size[0] = 1
         elif code == c'h' or code == c'H' or code == c'e': size[0] = 2
         elif code == c'i' or code == c'I' or code == c'l' or code == c'L' or code == c'f':
             size[0] = 4
         elif code == c'q' or code == c'Q' or code == c'd': size[0] = 8
         else: return 0
-    elif code == c'b' or code == c'B': size[0] = 1
-    elif code == c'h' or code == c'H': size[0] = sizeof(short)
-    elif code == c'i' or code == c'I': size[0] = sizeof(int)
-    elif code == c'l' or code == c'L': size[0] = sizeof(long)
-    elif code == c'q' or code == c'Q': size[0] = sizeof(long long)
-    elif code == c'n' or code == c'N': size[0] = sizeof(Py_ssize_t)
-    elif code == c'f': size[0] = sizeof(float)
-    elif code == c'd': size[0] = sizeof(double)
-    else: return 0
-    if code == c'b' or code == c'h' or code == c'i' or code == c'l' or code == c'q' or code == c'n':
-        return 1
-    if code == c'f' or code == c'd':
-        return 3
-    return 2
+    return kind
 
 
 cdef inline int _typecode_kind(char tc) noexcept:

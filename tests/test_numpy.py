@@ -242,3 +242,44 @@ def test_region_buffer_in_numpy():
     assert r.view("i").tolist() == list(range(1024))
     assert np.shares_memory(n, np.asarray(r.view("i")))
 
+
+# -- formats that are not integers --------------------------------------------------
+
+def _packed_halfs(values):
+    """float16 values with the format numpy gives packed records: '=e' (explicit
+    standard size, which 0.1.0 read as an unsigned integer)."""
+    rec = np.zeros(len(values), np.dtype([("flag", "u1"), ("x", "<f2")], align=False))
+    rec["x"] = values
+    halfs = rec["x"]
+    assert memoryview(halfs).format in ("=e", "<e")
+    return halfs
+
+
+@pytest.mark.parametrize("data", [
+    np.zeros(4, np.float16), np.zeros(4, ">f2"), _packed_halfs([0.0] * 4),
+    np.zeros(4, np.bool_), np.zeros(4, "S1"), np.zeros(4, ">u2"), np.zeros(4, ">i8"),
+    np.zeros(4, np.complex64),
+], ids=lambda d: memoryview(d).format)
+def test_buffers_of_other_element_types_are_refused_by_every_typecode(data):
+    for tc in "bBhHiIlLqQfd":
+        with pytest.raises(TypeError, match="does not match typecode"):
+            cowbuf.array(tc, data)
+    if data.itemsize in (2, 8):
+        with pytest.raises(TypeError, match="must hold integers"):
+            cowbuf.array("q", 8).atomic_add_at(data, 1)
+
+
+def test_float16_data_is_not_taken_for_uint16():
+    halfs = _packed_halfs([1.0, 2.5, -3.0])
+    with pytest.raises(TypeError, match="does not match typecode 'H'"):
+        cowbuf.array("H", halfs)
+    b = cowbuf.array("H", 3)
+    with pytest.raises(TypeError, match="does not match typecode 'H'"):
+        b[:] = halfs
+    assert b.tolist() == [0, 0, 0]
+    c = cowbuf.array("q", 20_000)
+    with pytest.raises(TypeError, match="must hold integers"):
+        c.atomic_add_at(_packed_halfs([1.0]), 1)
+    with pytest.raises(TypeError, match="must hold integers"):
+        c.atomic_add_at([0], _packed_halfs([1.0]))
+    assert c.sum() == 0
