@@ -301,7 +301,7 @@ cdef int _atomic_add_at(Array a, object indices, object values) except -1:
     cdef _IntBuf* vbuf = &vals.buf if vals is not None else NULL
     cdef bint big = n >= 4096
     cdef bint unsigned_target = _is_unsigned(a._typecode)
-    a._region._pin(True)
+    a._region._acquire(_PIN | _WRITE)
     try:
         if big:
             with nogil:
@@ -312,7 +312,7 @@ cdef int _atomic_add_at(Array a, object indices, object values) except -1:
             bad_at = _add_at(base, a._stride, a._length, a._itemsize,
                              unsigned_target, &idx.buf, vbuf, scalar, &bad_kind, &skipped)
     finally:
-        a._region._unpin(True)
+        a._region._release(_PIN | _WRITE)
     if bad_at >= 0:
         if bad_kind == 1:
             raise IndexError(

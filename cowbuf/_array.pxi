@@ -37,11 +37,11 @@ cdef class Array:
     cdef inline char* _base(self) except NULL:
         cdef char* addr = self._region._addr
         if addr == NULL:
-            raise ValueError("operation on a closed region")
+            _raise_closed()
         return addr + self._offset
 
-    cdef bint _is_readonly(self) noexcept:
-        return self._readonly or self._region._is_readonly()
+    cdef bint _is_readonly(self) except -1:
+        return self._readonly or self._region._live().readonly
 
     cdef int _check_writable(self) except -1:
         self._base()
@@ -136,7 +136,7 @@ cdef class Array:
                 self._check_writable()
                 dst = self._base() + dst_offset
                 big = n * size >= NOGIL_BYTES
-                self._region._pin(True)
+                self._region._acquire(_PIN | _WRITE)
                 try:
                     if dst_stride == size and PyBuffer_IsContiguous(&src, b'C'):
                         if big:
@@ -156,7 +156,7 @@ cdef class Array:
                         else:
                             _scatter(dst, tmp, n, dst_stride, size)
                 finally:
-                    self._region._unpin(True)
+                    self._region._release(_PIN | _WRITE)
             finally:
                 PyMem_Free(tmp)
                 PyBuffer_Release(&src)
@@ -256,13 +256,10 @@ cdef class Array:
     def tolist(self):
         """The items as a list of Python numbers."""
         cdef char* base = self._base()
+        cdef _Mapping keep = self._region._live()  # object creation may run a close()
         cdef Py_ssize_t i
         cdef char tc = self._typecode
-        self._region._pin(False)
-        try:
-            return [_load(tc, base + i * self._stride) for i in range(self._length)]
-        finally:
-            self._region._unpin(False)
+        return [_load(tc, base + i * self._stride) for i in range(self._length)]
 
     def tobytes(self):
         """The items' machine representation as bytes, in order."""
@@ -270,13 +267,12 @@ cdef class Array:
         cdef Py_ssize_t n = self._length * self._itemsize
         result = PyBytes_FromStringAndSize(NULL, n)
         cdef char* out = PyBytes_AS_STRING(result)
-        self._region._pin(False)
+        cdef _Mapping keep = self._region._live()  # mapped while the GIL is dropped
         if n >= NOGIL_BYTES:
             with nogil:
                 _gather(out, base, self._length, self._stride, self._itemsize)
         else:
             _gather(out, base, self._length, self._stride, self._itemsize)
-        self._region._unpin(False)
         return result
 
     def fill(self, value):
@@ -286,24 +282,23 @@ cdef class Array:
         _convert(self._typecode, value, &v)
         self._check_writable()
         cdef char* base = self._base()
-        self._region._pin(True)
-        if self._length * self._itemsize >= NOGIL_BYTES:
+        if self._length * self._itemsize < NOGIL_BYTES:
+            _fill(self._typecode, base, self._length, self._stride, v)
+            return
+        self._region._acquire(_PIN | _WRITE)
+        try:
             with nogil:
                 _fill(self._typecode, base, self._length, self._stride, v)
-        else:
-            _fill(self._typecode, base, self._length, self._stride, v)
-        self._region._unpin(True)
+        finally:
+            self._region._release(_PIN | _WRITE)
 
     def sum(self):
         """The sum of the items: exact for integers (a Python int, never wrapping),
         pairwise for floats, as numpy does."""
         cdef char* base = self._base()
-        self._region._pin(False)
-        try:
-            return _sum(self._typecode, base, self._length, self._stride,
-                        self._length * self._itemsize >= NOGIL_BYTES)
-        finally:
-            self._region._unpin(False)
+        cdef _Mapping keep = self._region._live()  # mapped while the GIL is dropped
+        return _sum(self._typecode, base, self._length, self._stride,
+                    self._length * self._itemsize >= NOGIL_BYTES)
 
     def min(self):
         """The smallest item (NaN if any item is NaN). ValueError if empty."""
@@ -317,12 +312,9 @@ cdef class Array:
         cdef char* base = self._base()
         if self._length == 0:
             raise ValueError(f"{'max' if want_max else 'min'}() of an empty array")
-        self._region._pin(False)
-        try:
-            return _extreme(self._typecode, base, self._length, self._stride, want_max,
-                            self._length * self._itemsize >= NOGIL_BYTES)
-        finally:
-            self._region._unpin(False)
+        cdef _Mapping keep = self._region._live()  # mapped while the GIL is dropped
+        return _extreme(self._typecode, base, self._length, self._stride, want_max,
+                        self._length * self._itemsize >= NOGIL_BYTES)
 
     def toreadonly(self):
         """A read-only view of the same items."""
@@ -436,16 +428,10 @@ cdef class Array:
         view.strides = &self._stride if (flags & PyBUF_STRIDES) == PyBUF_STRIDES else NULL
         view.suboffsets = NULL
         view.internal = NULL
-        self._region._exports += 1
-        if not readonly:
-            self._region._writable_exports += 1
-            self._region._mapping.writable_exports += 1
+        self._region._acquire(_EXPORT if readonly else _EXPORT | _WRITE)  # handed out
 
     def __releasebuffer__(self, Py_buffer* view):
-        self._region._exports -= 1
-        if not view.readonly:
-            self._region._writable_exports -= 1
-            self._region._mapping.writable_exports -= 1
+        self._region._release(_EXPORT if view.readonly else _EXPORT | _WRITE)
 
     def __reduce_ex__(self, protocol):
         # By value for plain pickle and cloudpickle; cowbuf._sharing registers a
@@ -497,7 +483,7 @@ cdef class _ArrayIterator:
         if i >= self._length:
             raise StopIteration
         if addr == NULL:
-            raise ValueError("operation on a closed region")
+            _raise_closed()
         self._index = i + 1
         return _load(self._typecode, addr + self._offset + i * self._stride)
 

@@ -9,8 +9,9 @@ cdef extern from "_shm.h" nogil:
     size_t cowbuf_page_size()
     int cowbuf_shm_create(size_t size, int populate)
     void* cowbuf_shm_map(int fd, size_t size, int writable, int populate)
+    void cowbuf_shm_seal_writes(int fd)
     int cowbuf_shm_protect_readonly(void* addr, size_t size, int fd)
-    int64_t cowbuf_fd_size(int fd)
+    int cowbuf_fd_stat(int fd, int64_t* size, uint64_t* ino)
     # AddressSanitizer builds only; no-ops otherwise.
     void cowbuf_poison(void* addr, size_t size)
     void cowbuf_unpoison(void* addr, size_t size)

@@ -1,24 +1,64 @@
-# Declarations of the cdef classes of _core.pyx: the state each one keeps, and why.
+# Declarations of the cdef classes of the core: the state each one keeps, and why.
+from libc.stdint cimport uint32_t, uint64_t
+
 
 cdef class _Mapping:
     cdef:
         # First byte of the mmap; NULL once unmapped (only __dealloc__ unmaps).
         char* addr
+        # Frozen arenas made by this process (and its forks): a second, writable
+        # mapping of the same memory, through which frozen chunks are filled. NULL
+        # for every other mapping.
+        char* writer
         # Bytes mapped, a multiple of the page size.
         readonly Py_ssize_t size
         # The memfd/shm fd, kept open so the memory can be sent to other processes;
-        # -1 for an anonymous mapping, which only forked children can share.
+        # -1 for anonymous memory, which only forked children can share.
         readonly int fd
-        # Mapped or mprotected PROT_READ: every Region on this mapping is frozen.
+        # Inode of the fd: a receiver through /proc checks it is the same memory.
+        readonly uint64_t ino
+        # Mapped PROT_READ: every Region on it is frozen. Set once, never cleared.
         readonly bint readonly
         # Carved into small allocations; its first 64 bytes hold the shared bump offset.
         readonly bint arena
-        # Writable buffer exports and write pins of all Regions on this mapping: the
-        # mapping may be mprotected read-only only while this is zero.
-        Py_ssize_t writable_exports
         # 16 random bytes naming this memory in every process: the mapping cache key.
         readonly bytes token
+        # offset -> weakref of the one Region at that offset in this process, so that
+        # a region that comes back (a pool result, a forked child's message) is the
+        # same object, with one freeze state and one count of exports (#6).
+        dict regions
+        # The outbox slot of a hand-off through /proc in flight, or -1; the slot's
+        # generation, and how many receivers must acknowledge it.
+        Py_ssize_t out_slot
+        uint32_t out_generation
+        uint32_t out_sends
         object __weakref__
+
+
+cdef class _Outbox:
+    cdef:
+        # The shared slots that receivers acknowledge in; made on first use.
+        Region slots
+        uint64_t* words
+        # (token, fd, inode, size) of the slots' mapping, for the receivers.
+        tuple where
+        # token -> _Mapping held for receivers that have not acknowledged yet.
+        dict pending
+        # Slots free for reuse, and the first never used.
+        list free
+        Py_ssize_t next_slot
+        # When the whole outbox was last swept (monotonic seconds).
+        double last_sweep
+
+    cdef tuple send(self, _Mapping m)
+    cdef int _create(self) except -1
+    cdef Py_ssize_t _take_slot(self)
+    cdef bint _received(self, _Mapping m) noexcept
+    cdef int _let_go(self, _Mapping m, list dropped) except -1
+    cdef int _sweep_all(self) except -1
+    cdef void sweep(self, bint force) noexcept
+    cdef void release_if_received(self, _Mapping m) noexcept
+    cdef Py_ssize_t in_flight(self) except -1
 
 
 cdef class Region:
@@ -26,27 +66,34 @@ cdef class Region:
         # First byte of the region; NULL once closed. Every access checks it first.
         char* _addr
         Py_ssize_t _nbytes
-        # Owner of the memory; None once closed. Several Regions may share one
-        # mapping (small allocations carved from an arena, a region received twice).
+        # Owner of the memory; None once closed. Several Regions may share one arena
+        # mapping, one each per chunk; a mapping of its own has one Region per process.
         _Mapping _mapping
         # _addr - _mapping.addr
         Py_ssize_t _offset
-        # Live buffer exports plus pins held by GIL-free loops: close() is refused
-        # while this is nonzero, so no pointer into the memory can dangle.
+        # Live buffer exports (memoryviews, numpy arrays): close() is refused while
+        # nonzero, so no pointer handed out can dangle.
         Py_ssize_t _exports
         # The writable ones among _exports: freeze() is refused while nonzero.
         Py_ssize_t _writable_exports
-        # Set once by freeze(), never cleared; inherited by forks, sent with pickles.
-        bint _frozen
+        # Writes running without the GIL in other threads: freeze() is refused while
+        # nonzero. Zeroed in a forked child, where those threads do not exist (#7).
+        Py_ssize_t _write_pins
+        # The arena chunk a freeze moved this region from (see freeze()): kept mapped
+        # for the read-only exports made before, and found again by a reference to
+        # the old chunk that comes back.
+        _Mapping _moved_from
+        Py_ssize_t _moved_from_offset
         object __weakref__
 
     cdef int _check_new(self) except -1
     cdef void _attach(self, _Mapping mapping, Py_ssize_t offset, Py_ssize_t nbytes) noexcept
-    cdef inline int _check_open(self) except -1
+    cdef void _detach(self) noexcept
+    cdef _Mapping _live(self)
     cdef int _check_writable(self) except -1
-    cdef bint _is_readonly(self) noexcept
-    cdef int _pin(self, bint write) except -1
-    cdef void _unpin(self, bint write) noexcept
+    cdef int _acquire(self, int how) except -1
+    cdef void _release(self, int how) noexcept
+    cdef int _move_to_frozen_arena(self) except -1
 
 
 cdef class Array:
@@ -68,7 +115,7 @@ cdef class Array:
 
     cdef inline char* _base(self) except NULL
     cdef int _check_writable(self) except -1
-    cdef bint _is_readonly(self) noexcept
+    cdef bint _is_readonly(self) except -1
     cdef int _check_atomic(self) except -1
     cdef Py_ssize_t _index(self, object key) except? -1
     cdef Array _slice(self, object key)

@@ -53,6 +53,8 @@ cdef class Counter:
         if self._region is not _NO_REGION:
             raise TypeError("Counter.__init__() may only be called once")
         cdef long long value = _counter_arg(initial)
+        if self._region is not _NO_REGION:  # initial.__index__ called __init__ itself
+            raise TypeError("Counter.__init__() may only be called once")
         self._region = _carve(64, 64) if padded else _carve(8, 8)
         self._offset = 0
         cowbuf_store_u64(<uint64_t*>self._region._addr, <uint64_t>value)
@@ -60,12 +62,12 @@ cdef class Counter:
     cdef inline long long* _ptr(self) except NULL:
         cdef char* addr = self._region._addr
         if addr == NULL:
-            raise ValueError("operation on a closed region")
+            _raise_closed()
         return <long long*>(addr + self._offset)
 
     cdef inline long long* _wptr(self) except NULL:
         cdef Region r = self._region
-        if r._addr == NULL or r._frozen or r._mapping.readonly:
+        if r._addr == NULL or r._mapping.readonly:
             r._check_writable()  # raises
         return <long long*>(r._addr + self._offset)
 

@@ -12,15 +12,24 @@ cdef class _Mapping:
 
     def __cinit__(self):
         self.addr = NULL
+        self.writer = NULL
         self.fd = -1
+        self.out_slot = -1
+        self.regions = {}
 
     def __dealloc__(self):
         cdef char* addr = self.addr
+        cdef char* writer = self.writer
+        cdef size_t size = <size_t>self.size
         self.addr = NULL
+        self.writer = NULL
         if addr != NULL:
-            cowbuf_unpoison(addr, <size_t>self.size)
-            with nogil:
-                munmap(addr, <size_t>self.size)
+            cowbuf_unpoison(addr, size)
+        with nogil:
+            if addr != NULL:
+                munmap(addr, size)
+            if writer != NULL:
+                munmap(writer, size)
         if self.fd >= 0:
             close(self.fd)
             self.fd = -1
@@ -36,12 +45,28 @@ cdef object _os_error(int err, str what):
     return OSError(err, f"{what}: {os.strerror(err)}")
 
 
+cdef _Mapping _mapping_object(void* addr, Py_ssize_t size, int fd, bint readonly, bint arena,
+                              bytes token):
+    """The _Mapping that owns `addr` (and `fd`) from now on, in the table of mappings."""
+    cdef int64_t ignored
+    cdef _Mapping m = _Mapping.__new__(_Mapping)
+    m.addr = <char*>addr
+    m.size = size
+    m.fd = fd
+    m.readonly = readonly
+    m.arena = arena
+    m.token = token
+    if fd >= 0:
+        cowbuf_fd_stat(fd, &ignored, &m.ino)
+    _mappings[token] = m
+    return m
+
+
 cdef _Mapping _new_mapping(Py_ssize_t nbytes, bint populate, bint arena):
     cdef size_t size = <size_t>((nbytes + PAGE - 1) // PAGE * PAGE)
     cdef int fd
     cdef int err = 0
     cdef void* addr = NULL
-    cdef _Mapping m
     with nogil:
         fd = cowbuf_shm_create(size, populate)
         if fd == -1:
@@ -60,14 +85,8 @@ cdef _Mapping _new_mapping(Py_ssize_t nbytes, bint populate, bint arena):
         cowbuf_poison(<char*>addr + ARENA_HEADER, size - ARENA_HEADER)
     else:
         cowbuf_poison(<char*>addr + nbytes, size - nbytes)
-    m = _Mapping.__new__(_Mapping)
-    m.addr = <char*>addr
-    m.size = <Py_ssize_t>size
-    m.fd = fd if fd >= 0 else -1
-    m.arena = arena
-    m.token = os.urandom(16)
-    _mappings[m.token] = m
-    return m
+    return _mapping_object(addr, <Py_ssize_t>size, fd if fd >= 0 else -1, False, arena,
+                           os.urandom(16))
 
 
 def _lookup_mapping(bytes token):
@@ -78,7 +97,8 @@ def _lookup_mapping(bytes token):
 def _map_fd(int fd, Py_ssize_t size, bytes token, bint readonly, bint arena):
     """Map `size` bytes of a received fd, which the new mapping owns (it is closed on
     failure too). A memfd sealed against writing is mapped read-only."""
-    cdef int64_t actual
+    cdef int64_t actual = 0
+    cdef uint64_t ino
     cdef void* addr = NULL
     cdef int err = 0
     cdef _Mapping m
@@ -86,8 +106,7 @@ def _map_fd(int fd, Py_ssize_t size, bytes token, bint readonly, bint arena):
         close(fd)
         raise ValueError(f"bad mapping size {size}")
     with nogil:
-        actual = cowbuf_fd_size(fd)
-        if actual == -1:
+        if cowbuf_fd_stat(fd, &actual, &ino) == -1:
             err = errno
         elif actual >= size:
             addr = cowbuf_shm_map(fd, <size_t>size, not readonly, 0)
@@ -104,15 +123,7 @@ def _map_fd(int fd, Py_ssize_t size, bytes token, bint readonly, bint arena):
     # (sanitizer builds) each Region received on it unpoisons its own bytes
     cowbuf_poison(<char*>addr + (ARENA_HEADER if arena else 0),
                   size - (ARENA_HEADER if arena else 0))
-    m = _Mapping.__new__(_Mapping)
-    m.addr = <char*>addr
-    m.size = size
-    m.fd = fd
-    m.readonly = readonly
-    m.arena = arena
-    m.token = token
-    _mappings[token] = m
-    return m
+    return _mapping_object(addr, size, fd, readonly, arena, token)
 
 
 def _live_mappings():
@@ -122,45 +133,106 @@ def _live_mappings():
 
 # -- small allocations -------------------------------------------------------------
 
+# The arena small allocations are carved from now, and the frozen arena that frozen
+# small regions move to (see Region.freeze): a memfd sealed against writes from the
+# start, filled through a second mapping that only this process and its forks have.
 cdef _Mapping _arena = None
+cdef _Mapping _frozen_arena = None
+
+
+cdef _Mapping _new_frozen_arena():
+    cdef _Mapping m = _new_mapping(ARENA_BYTES, False, True)
+    cdef void* reader = NULL
+    if m.fd < 0:
+        return None  # anonymous memory cannot be mapped twice
+    with nogil:
+        reader = cowbuf_shm_map(m.fd, <size_t>m.size, 0, 0)
+        if reader != NULL:
+            cowbuf_shm_seal_writes(m.fd)
+    if reader == NULL:
+        raise _os_error(errno, "cannot map a frozen arena")
+    # the mapping made writable becomes the writer; Regions see the read-only one
+    cowbuf_unpoison(m.addr, <size_t>m.size)
+    m.writer = m.addr
+    m.addr = <char*>reader
+    m.readonly = True
+    cowbuf_poison(m.addr + ARENA_HEADER, <size_t>(m.size - ARENA_HEADER))
+    return m
+
+
+cdef Py_ssize_t _bump(char* header, Py_ssize_t nbytes, Py_ssize_t align) noexcept nogil:
+    """Claim `nbytes` at `align` from the arena whose bump offset is at `header`: the
+    offset of the chunk, or -1 when the arena is full. Chunks are never reused:
+    another process may still use a chunk this one dropped."""
+    cdef uint64_t* bump = <uint64_t*>header
+    cdef uint64_t current = cowbuf_load_u64(bump)
+    cdef uint64_t start, end
+    while True:
+        start = (current + <uint64_t>align - 1) // <uint64_t>align * <uint64_t>align
+        end = start + <uint64_t>nbytes
+        if end > <uint64_t>ARENA_BYTES:
+            return -1
+        # on failure `current` is reloaded with the offset another process set
+        if cowbuf_cas_u64(bump, &current, end):
+            return <Py_ssize_t>start
 
 
 cdef Region _carve(Py_ssize_t nbytes, Py_ssize_t align):
-    """A zero-filled Region of `nbytes` (< ARENA_BYTES) carved from the current arena.
-    Chunks are never reused: another process may still use a chunk this one dropped.
-    An arena is unmapped once the last region carved from it is gone."""
+    """A zero-filled Region of `nbytes` carved from the current arena. An arena is
+    unmapped once the last region carved from it is gone."""
     global _arena
-    cdef uint64_t* bump
-    cdef uint64_t current, start, end
+    cdef Py_ssize_t start
     if nbytes < 0 or nbytes + align > ARENA_BYTES - ARENA_HEADER:
         raise ValueError(f"cannot carve {nbytes} bytes from an arena")
+    _outbox.sweep(False)  # every allocation releases the hand-offs received meanwhile
     while True:
         if _arena is None:
             _arena = _new_mapping(ARENA_BYTES, False, True)
             cowbuf_store_u64(<uint64_t*>_arena.addr, <uint64_t>ARENA_HEADER)
-        bump = <uint64_t*>_arena.addr
-        current = cowbuf_load_u64(bump)
-        while True:
-            start = (current + <uint64_t>align - 1) // <uint64_t>align * <uint64_t>align
-            end = start + <uint64_t>nbytes
-            if end > <uint64_t>ARENA_BYTES:
-                break
-            # on failure `current` is reloaded with the offset another process set
-            if cowbuf_cas_u64(bump, &current, end):
-                cowbuf_unpoison(_arena.addr + start, <size_t>nbytes)
-                return _region_view(_arena, <Py_ssize_t>start, nbytes, False)
+        start = _bump(_arena.addr, nbytes, align)
+        if start >= 0:
+            cowbuf_unpoison(_arena.addr + start, <size_t>nbytes)
+            return _region_view(_arena, start, nbytes)
         _arena = None
 
 
-cdef Region _allocate(Py_ssize_t nbytes, bint populate):
-    if nbytes < PAGE:
-        return _carve(nbytes, 16)
+cdef _Mapping _carve_frozen(Py_ssize_t nbytes, Py_ssize_t* offset):
+    """Room for `nbytes` in the frozen arena (its offset in *offset), or None where
+    there can be no frozen arena (anonymous memory)."""
+    global _frozen_arena
+    cdef Py_ssize_t start
+    while True:
+        if _frozen_arena is None:
+            _frozen_arena = _new_frozen_arena()
+            if _frozen_arena is None:
+                return None
+            cowbuf_store_u64(<uint64_t*>_frozen_arena.writer, <uint64_t>ARENA_HEADER)
+        start = _bump(_frozen_arena.writer, nbytes, 16)
+        if start >= 0:
+            cowbuf_unpoison(_frozen_arena.addr + start, <size_t>nbytes)
+            offset[0] = start
+            return _frozen_arena
+        _frozen_arena = None
+
+
+cdef _Mapping _own_mapping(Py_ssize_t nbytes, bint populate):
+    """A mapping of `nbytes` of its own, zero-filled; committed at once with
+    `populate`, after checking it against the memory left (from COMMIT_CHECK_BYTES
+    on: smaller commits cannot exhaust it)."""
+    _outbox.sweep(False)  # every allocation releases the hand-offs received meanwhile
     if populate and nbytes >= COMMIT_CHECK_BYTES:
         # every page is about to be written: fail here, not in the OOM killer
         check_commit(nbytes)
-    cdef Region region = Region.__new__(Region)
-    region._attach(_new_mapping(nbytes, populate, False), 0, nbytes)
-    return region
+    return _new_mapping(nbytes, populate, False)
+
+
+cdef Region _allocate(Py_ssize_t nbytes, bint populate):
+    """The one allocator of the objects cowbuf makes (Region() makes page-aligned
+    mappings of its own with _own_mapping): carved from an arena under a page, else
+    a mapping of its own."""
+    if nbytes < PAGE:
+        return _carve(nbytes, 16)
+    return _region_view(_own_mapping(nbytes, populate), 0, nbytes)
 
 
 cdef Py_ssize_t _to_nbytes(object nbytes) except -1:

@@ -1,19 +1,16 @@
-# Pickling: by value (plain pickle, cloudpickle) through __reduce_ex__, and the
-# state and reconstructors that cowbuf._sharing uses to send objects by reference.
+# Pickling.
+#
+# By value (plain pickle and cloudpickle: files, Ray, Dask) through each class's
+# __reduce_ex__ and the reconstructors here, which check every argument before they
+# allocate: unpickled data may be crafted (#4).
+#
+# By reference (multiprocessing: between the processes of one machine) through
+# SHARED_TYPES, the one list of the types that travel so: cowbuf._sharing registers
+# each reducer with multiprocessing's pickler, and moves the fds of the mappings the
+# reduced objects refer to. The registry accepts exactly these types.
 
-def _region_on(_Mapping mapping not None, Py_ssize_t offset, Py_ssize_t nbytes, bint frozen):
-    """The Region of `nbytes` at `offset` of a mapping (used by unpickling)."""
-    if offset < 0 or nbytes < 0 or offset > mapping.size - nbytes or mapping.addr == NULL:
-        raise ValueError(f"region {offset}+{nbytes} is outside its mapping ({mapping.size})")
-    cowbuf_unpoison(mapping.addr + offset, <size_t>nbytes)
-    return _region_view(mapping, offset, nbytes, frozen)
 
-
-def _region_state(Region region not None):
-    """(mapping, offset, nbytes, frozen) of an open region (used by pickling)."""
-    region._check_open()
-    return region._mapping, region._offset, region._nbytes, region.frozen
-
+# -- by value ----------------------------------------------------------------------
 
 def _region_from_bytes(data, bint frozen, bint small):
     cdef Py_ssize_t n = len(memoryview(data))
@@ -44,12 +41,35 @@ def _array_from_bytes(str typecode, data, bint frozen, bint readonly):
     return _array_view(region, tc, 0, nbytes // size, size, readonly)
 
 
+def _counter_from_value(value, bint padded, bint frozen):
+    cdef Counter c = Counter(value, padded=padded)
+    if frozen:
+        c._region.freeze()
+    return c
+
+
+# -- by reference -------------------------------------------------------------------
+
+def _region_on(_Mapping mapping not None, Py_ssize_t offset, Py_ssize_t nbytes, bint frozen):
+    """The Region at `offset` of a mapping that arrived: the one this process has
+    already if it has it (#6), frozen if it was frozen when sent."""
+    cdef Region region = _region_at(mapping, offset, nbytes)
+    if frozen and not mapping.readonly:
+        # it was frozen after this process mapped it: frozen here too, unless this
+        # process still writes to it through a buffer (then it keeps its copy's state)
+        try:
+            region.freeze()
+        except BufferError:
+            pass
+    return region
+
+
 def _array_on(Region region not None, str typecode, Py_ssize_t offset, Py_ssize_t length,
               Py_ssize_t stride, bint readonly):
-    """The Array with this geometry on `region` (used by unpickling); checked."""
+    """The Array with this geometry on `region`; checked."""
     cdef char tc = _parse_typecode(typecode)
     cdef Py_ssize_t size = _itemsize(tc)
-    region._check_open()
+    region._live()
     if length < 0 or stride == 0 or stride % size or offset % size:
         raise ValueError("bad array geometry")
     if length:
@@ -59,24 +79,36 @@ def _array_on(Region region not None, str typecode, Py_ssize_t offset, Py_ssize_
     return _array_view(region, tc, offset, length, stride, readonly)
 
 
-def _array_state(Array a not None):
-    """(region, typecode, offset, length, stride, readonly) of an Array (pickling)."""
-    a._base()
-    return a._region, chr(a._typecode), a._offset, a._length, a._stride, a._readonly
-
-
-def _counter_from_value(value, bint padded, bint frozen):
-    cdef Counter c = Counter(value, padded=padded)
-    if frozen:
-        c._region.freeze()
-    return c
-
-
 def _counter_on(Region region not None, Py_ssize_t offset):
     return region.counter(offset)
 
 
-def _counter_state(Counter c not None):
-    """(region, offset) of a Counter (pickling)."""
+def _share_region(Region region not None):
+    cdef _Mapping m = region._live()
+    return _region_on, (m, region._offset, region._nbytes, m.readonly)
+
+
+def _share_array(Array a not None):
+    # the region inside is pickled by _share_region (once per message: pickle memo)
+    a._base()
+    return _array_on, (a._region, chr(a._typecode), a._offset, a._length, a._stride,
+                       a._readonly)
+
+
+def _share_counter(Counter c not None):
     c._ptr()
-    return c._region, c._offset
+    return _counter_on, (c._region, c._offset)
+
+
+# Every type that travels by reference, and its reducer: the reduced form refers to
+# Regions (or directly to the _Mapping), whose fds cowbuf._sharing moves.
+SHARED_TYPES = {
+    Region: _share_region,
+    Array: _share_array,
+    Counter: _share_counter,
+}
+
+
+def _mapping_of(Region region not None):
+    """The mapping of an open region (for cowbuf._sharing, tests and diagnostics)."""
+    return region._live()

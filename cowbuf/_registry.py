@@ -1,5 +1,6 @@
-"""A process-wide registry of named regions, arrays and counters, and its hand-off to
-pool workers under every start method."""
+"""A process-wide registry of named cowbuf objects (every type that travels by
+reference: cowbuf._core.SHARED_TYPES), and its hand-off to pool workers under every
+start method."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import threading
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
-from cowbuf._core import Array, Counter, Region
+from cowbuf._core import SHARED_TYPES, Array, Counter, Region
 
+# For the type checker: what the registry holds (at run time, SHARED_TYPES decides).
 Shared = Region | Array | Counter
+_SHARED = tuple(SHARED_TYPES)
 
 
 class Registry(MutableMapping[str, Shared]):
-    """Names -> cowbuf Regions, Arrays and Counters, for the whole process.
+    """Names -> cowbuf objects (Regions, Arrays, Counters...), for the whole process.
 
     Fill it before workers start (a gunicorn app loaded with --preload, or before a
     pool is made): forked children inherit every entry, and pool_kwargs() installs
@@ -45,10 +48,10 @@ class Registry(MutableMapping[str, Shared]):
     def __setitem__(self, name: str, value: Shared) -> None:
         if not isinstance(name, str):
             raise TypeError(f"registry names are str, not {type(name).__name__}")
-        if not isinstance(value, (Region, Array, Counter)):
+        if not isinstance(value, _SHARED):
+            names = ", ".join(t.__name__ for t in _SHARED)
             raise TypeError(
-                "the registry holds cowbuf Regions, Arrays and Counters, not "
-                f"{type(value).__name__}")
+                f"the registry holds cowbuf objects ({names}), not {type(value).__name__}")
         with self._lock:
             self._entries[name] = value
 

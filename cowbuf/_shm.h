@@ -207,16 +207,12 @@ cowbuf_shm_map(int fd, size_t size, int writable, int populate)
     return addr;
 }
 
-/* Make a mapping read-only for good: mprotect here, and on Linux >= 5.1 seal the
- * memfd so that no process can map it writable from now on (mappings that already
- * exist elsewhere keep working). Older kernels refuse the seal with EINVAL: the
- * mprotect alone still holds in this process and its future forks. */
-static int
-cowbuf_shm_protect_readonly(void *addr, size_t size, int fd)
+/* Seal a memfd against writes from now on, on Linux >= 5.1: no process can map it
+ * writable or write(2) to it; mappings that exist already keep working. Older kernels
+ * (EINVAL) and other systems have no such seal: a no-op. */
+static void
+cowbuf_shm_seal_writes(int fd)
 {
-    if (mprotect(addr, size, PROT_READ) == -1) {
-        return -1;
-    }
 #if defined(__linux__)
     if (fd >= 0) {
         (void)fcntl(fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE);
@@ -224,18 +220,32 @@ cowbuf_shm_protect_readonly(void *addr, size_t size, int fd)
 #else
     (void)fd;
 #endif
+}
+
+/* Make a mapping read-only for good: mprotect here, and seal the memfd so that no
+ * process can map it writable from now on. Without the seal (older kernels) the
+ * mprotect alone still holds in this process and its future forks. */
+static int
+cowbuf_shm_protect_readonly(void *addr, size_t size, int fd)
+{
+    if (mprotect(addr, size, PROT_READ) == -1) {
+        return -1;
+    }
+    cowbuf_shm_seal_writes(fd);
     return 0;
 }
 
-/* The size of the object behind `fd`, or -1 with errno. */
-static int64_t
-cowbuf_fd_size(int fd)
+/* The size and inode of the object behind `fd`; -1 with errno. */
+static int
+cowbuf_fd_stat(int fd, int64_t *size, uint64_t *ino)
 {
     struct stat st;
     if (fstat(fd, &st) == -1) {
         return -1;
     }
-    return (int64_t)st.st_size;
+    *size = (int64_t)st.st_size;
+    *ino = (uint64_t)st.st_ino;
+    return 0;
 }
 
 #endif /* COWBUF_SHM_H */

@@ -59,7 +59,7 @@ def mappings_of(*objects: Any) -> tuple[int, int]:
 
 def _mapping_of(o: Any) -> Any:
     region = o if isinstance(o, cowbuf.Region) else o.region
-    return _core._region_state(region)[0]
+    return _core._mapping_of(region)
 
 
 def try_write(a: cowbuf.Array) -> tuple[str, bool]:
@@ -126,3 +126,28 @@ def initializer_calls() -> list[Any]:
 def add_to_all(*counters: cowbuf.Counter) -> None:
     for c in counters:
         c.add(1)
+
+
+def put_and_return(q: Any) -> None:
+    """Put a big first message (the feeder thread is still busy with it when this
+    returns) and then an array: the array is pickled while the process exits."""
+    q.put(b"x" * (16 << 20))
+    q.put(cowbuf.array("q", range(1000)))
+
+
+def identity(x: Any) -> Any:
+    return x
+
+
+def limit_fds(limit: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+
+def first_items(arrays: list[cowbuf.Array]) -> int:
+    return sum(a[0] for a in arrays)
+
+
+def registry_firsts(n: int) -> int:
+    return sum(cowbuf.registry[f"a{i}"][0] for i in range(n))

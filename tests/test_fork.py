@@ -10,7 +10,7 @@ import signal
 import sys
 
 import pytest
-from helpers import address, memory_counters, wait_until
+from helpers import address, memory_counters, run_python, wait_until
 
 import cowbuf
 
@@ -273,3 +273,44 @@ def test_small_allocations_in_parent_and_children_never_collide(run_forked):
                          while_running=parent_allocates)
     assert results == [True, True, True]
     assert mine == [True]
+
+
+def test_a_child_forked_during_a_gil_free_write_can_close_and_freeze():
+    # The thread that was filling the array does not exist in the child: its pin on
+    # the region must not outlive it there (0.1.0: the child could never close() or
+    # freeze() that region).
+    run_python("""
+        import os, threading, warnings
+        import cowbuf
+
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads (3.12+)
+        a = cowbuf.array("q", 8 << 20)
+        started = threading.Event()
+        stop = False
+
+        def writer():
+            while not stop:
+                a.fill(1)  # pins the region for writing, without the GIL
+                started.set()
+
+        t = threading.Thread(target=writer)
+        t.start()
+        started.wait()
+        failures = 0
+        for attempt in range(20):
+            pid = os.fork()
+            if pid == 0:
+                r = a.region
+                try:
+                    r.freeze()
+                    r.close()
+                except BufferError:
+                    os._exit(1)
+                os._exit(0)
+            failures += os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0
+        stop = True
+        t.join()
+        assert failures == 0, failures
+        a.freeze()  # and the parent's own pins are all released
+        print("ok")
+    """, timeout=120)

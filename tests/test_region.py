@@ -239,10 +239,9 @@ def test_every_operation_after_close_is_value_error():
     assert r.closed
     for op in (lambda: r.nbytes, lambda: memoryview(r), lambda: bytes(r),
                lambda: r.view("q"), lambda: r.counter(0), r.freeze,
-               lambda: r.__enter__()):
-        with pytest.raises(ValueError):
+               lambda: r.__enter__(), lambda: r.frozen):
+        with pytest.raises(ValueError, match="closed region"):
             op()
-    assert not r.frozen
 
 
 @pytest.mark.parametrize("nbytes", [64, 4 * PAGE])
@@ -540,3 +539,31 @@ def test_writes_racing_freeze_from_another_thread_raise_and_never_fault():
         print("refused", refused)
     """, timeout=240)
     assert int(done.stdout.split()[-1]) > 0
+
+
+@linux_only
+@pytest.mark.parametrize("make", [
+    lambda: cowbuf.array("q", [1, 2, 3, 4]), lambda: cowbuf.Counter(5),
+    lambda: cowbuf.Counter(5, padded=True), lambda: cowbuf.array("q", 1000),
+], ids=["small-array", "counter", "padded-counter", "large-array"])
+def test_frozen_memory_cannot_be_written_through_its_fd(make):
+    # Small arrays and counters are carved from arenas that stay writable: freezing
+    # one must still keep every process of the user from writing it through
+    # /proc/PID/fd (0.1.0: only regions with a mapping of their own were sealed).
+    from cowbuf import _core
+
+    obj = make()
+    region = obj.region
+    before = bytes(memoryview(region))
+    region.freeze()
+    mapping = _core._mapping_of(region)
+    with pytest.raises(PermissionError):
+        fd = os.open(f"/proc/{os.getpid()}/fd/{mapping.fd}", os.O_RDWR)
+        try:
+            mmap.mmap(fd, mapping.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+    with pytest.raises(PermissionError):
+        os.pwrite(mapping.fd, b"x" * 8, 0)
+    assert bytes(memoryview(region)) == before
+    assert obj.readonly if hasattr(obj, "readonly") else region.frozen

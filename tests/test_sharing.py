@@ -291,3 +291,71 @@ def test_region_reconstructor_rejects_inconsistent_data_at_once(nbytes):
             raise AssertionError("loaded")
         assert time.monotonic() - started < 5
     """, timeout=60)
+
+
+# -- what 0.1.0 lost, aliased, held or hung ------------------------------------------
+
+@pytest.mark.parametrize("n", [10, 1000])
+def test_a_region_that_comes_back_is_the_same_object(ctx: mp.context.BaseContext,
+                                                      n: int) -> None:
+    # A pool worker returns the array it was given: the result is the same Region,
+    # so a writable export of either refuses the freeze, and the freeze holds for
+    # both and travels (0.1.0 made a second Region that bypassed all three).
+    a = cowbuf.array("q", n)
+    with ctx.Pool(1) as pool:
+        b = pool.apply(w.identity, (a,))
+        assert b.region is a.region and b == a
+        view = memoryview(b)
+        with pytest.raises(BufferError, match="writable buffer"):
+            a.freeze()
+        view[0] = -1
+        view.release()
+        a.freeze()
+        assert a.readonly and b.readonly
+        with pytest.raises(TypeError):
+            b[1] = 2
+        assert pool.apply(w.try_write, (b,)) == ("TypeError", True)
+        assert pool.apply(w.try_write, (pool.apply(w.identity, (b,)),)) == ("TypeError", True)
+
+
+@pytest.mark.skipif(not LINUX, reason="reads /proc/meminfo")
+def test_memory_of_a_received_hand_off_goes_when_the_sender_drops_it() -> None:
+    # The receiver acknowledged and exited, the sender dropped the array: the sender
+    # must not hold 256 MiB until some later cowbuf call sweeps its outbox (#10).
+    from helpers import shmem_growth_settled, shmem_kib
+
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        base = shmem_kib()
+        a = cowbuf.array("q", 32 << 20)
+        a.fill(1)
+        assert pool.apply(w.total, (a,)) == 32 << 20
+    del a
+    assert shmem_growth_settled(base, slack_kib=16 << 10, timeout=5) < 16 << 10
+
+
+def test_a_signal_handler_may_send_while_the_main_thread_sends() -> None:
+    # A SIGTERM handler that hands results over lands inside a send of the main
+    # thread: no lock to deadlock on (#11). Hangs fail through the timeout.
+    run_python("""
+        import os, signal, threading
+        from multiprocessing.reduction import ForkingPickler
+        import cowbuf
+
+        results = cowbuf.array("q", 1000)
+        batches = [cowbuf.array("q", 1000) for _ in range(200)]
+        handled = []
+
+        def on_term(signum, frame):
+            handled.append(len(ForkingPickler.dumps(results)))
+            cowbuf.Region(100)
+
+        signal.signal(signal.SIGTERM, on_term)
+        for round in range(20):
+            threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            i = 0
+            while len(handled) <= round:
+                ForkingPickler.dumps(batches[i % 200])
+                i += 1
+        print("ok")
+    """, timeout=60)

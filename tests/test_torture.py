@@ -232,8 +232,9 @@ def _settle() -> None:
 @pytest.fixture
 def baseline():
     """The cowbuf mappings and fds of this process once the long-lived ones exist
-    (the current arena, the outbox of by-reference sends)."""
+    (the current arena and frozen arena, the outbox of by-reference sends)."""
     warm = cowbuf.Counter()
+    warm.region.freeze()
     pickle.loads(ForkingPickler.dumps(cowbuf.array("q", 5000)))
     del warm
     _settle()
