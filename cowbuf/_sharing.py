@@ -13,17 +13,18 @@ often it arrives, and a forked child reuses the mapping it inherited) and a way 
 reach its fd, chosen to leave no thread behind:
 
 - while multiprocessing starts a process (spawn, forkserver), the fd goes with the
-  process start itself (reduction.DupFd through the spawning Popen);
+  process start itself (reduction.DupFd through the spawning Popen), up to
+  START_FDS of them per start (forkserver refuses more than 252, #12);
 - otherwise on Linux the receiver opens /proc/<sender>/fd/<fd>; the sender holds
   the mapping until the receiver acknowledges it (cowbuf._core's outbox);
 - elsewhere, multiprocessing's resource sharer (which runs a thread in the sender);
-- a mapping without an fd (anonymous memory) travels by token alone, to processes
-  that have it already.
+- a mapping without an fd (anonymous memory; a received mapping whose fd went under
+  fd pressure) travels by token alone, to processes that have it already.
 """
 
 from __future__ import annotations
 
-import atexit
+import errno
 import os
 import sys
 import time
@@ -34,6 +35,10 @@ from typing import Any
 from cowbuf import _core
 
 _PROC_FDS = sys.platform.startswith("linux") and os.path.isdir("/proc/self/fd")
+# Mappings whose fds go with one process start, at most; the rest go through /proc
+# or the resource sharer.
+START_FDS = 64
+
 # Processes being started -> the fd wrapper of each mapping sent with the start.
 _start_fds: weakref.WeakKeyDictionary[Any, dict[bytes, Any]] = weakref.WeakKeyDictionary()
 
@@ -55,9 +60,10 @@ def _route(mapping: Any) -> tuple[str, Any]:
         # counters from one arena would pass it twice).
         dups = _start_fds.setdefault(popen, {})
         dup = dups.get(mapping.token)
-        if dup is None:
+        if dup is None and len(dups) < START_FDS:
             dup = dups[mapping.token] = reduction.DupFd(mapping.fd)
-        return "dup", dup
+        if dup is not None:
+            return "dup", dup
     if _PROC_FDS:
         where = _core._outbox_send(mapping)
         if where is not None:

@@ -359,3 +359,22 @@ def test_a_signal_handler_may_send_while_the_main_thread_sends() -> None:
                 i += 1
         print("ok")
     """, timeout=60)
+
+
+@pytest.mark.parametrize("method", [m for m in ("forkserver", "spawn") if m in START_METHODS])
+def test_a_worker_starts_with_hundreds_of_regions_in_its_arguments(method: str) -> None:
+    # forkserver passes at most 252 fds with a process start (#12): the rest of the
+    # mappings take the other route.
+    n = 300
+    saved = dict(cowbuf.registry)
+    cowbuf.registry.clear()
+    try:
+        for i in range(n):
+            a = cowbuf.array("q", 1000)  # a page or more: a mapping of its own
+            a[0] = 1
+            cowbuf.registry[f"a{i}"] = a
+        with mp.get_context(method).Pool(1, **cowbuf.pool_kwargs()) as pool:
+            assert pool.apply(w.registry_firsts, (n,)) == n
+    finally:
+        cowbuf.registry.clear()
+        cowbuf.registry.update(saved)
