@@ -13,7 +13,8 @@ cdef class _Mapping:
         # Bytes mapped, a multiple of the page size.
         readonly Py_ssize_t size
         # The memfd/shm fd, kept open so the memory can be sent to other processes;
-        # -1 for anonymous memory, which only forked children can share.
+        # -1 for anonymous memory (forked children only) and for a received mapping
+        # that gave its fd up when the process ran out of fds.
         readonly int fd
         # Inode of the fd: a receiver through /proc checks it is the same memory.
         readonly uint64_t ino
@@ -21,6 +22,8 @@ cdef class _Mapping:
         readonly bint readonly
         # Carved into small allocations; its first 64 bytes hold the shared bump offset.
         readonly bint arena
+        # Mapped from a received fd: its fd may be closed under fd pressure (#13).
+        bint received
         # 16 random bytes naming this memory in every process: the mapping cache key.
         readonly bytes token
         # offset -> weakref of the one Region at that offset in this process, so that

@@ -123,7 +123,23 @@ def _map_fd(int fd, Py_ssize_t size, bytes token, bint readonly, bint arena):
     # (sanitizer builds) each Region received on it unpoisons its own bytes
     cowbuf_poison(<char*>addr + (ARENA_HEADER if arena else 0),
                   size - (ARENA_HEADER if arena else 0))
-    return _mapping_object(addr, size, fd, readonly, arena, token)
+    m = _mapping_object(addr, size, fd, readonly, arena, token)
+    m.received = True
+    return m
+
+
+def _drop_received_fds():
+    """Close the fds of the mappings this process received (#13: one fd per mapping
+    runs a receiver out of fds). The mappings stay valid; a hand-off of one of them
+    can then only go to a process that has it already. Returns how many were closed."""
+    cdef _Mapping m
+    cdef int dropped = 0
+    for m in list(_mappings.values()):
+        if m.received and m.fd >= 0 and m.out_slot < 0:
+            close(m.fd)
+            m.fd = -1
+            dropped += 1
+    return dropped
 
 
 def _live_mappings():

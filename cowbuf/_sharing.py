@@ -85,7 +85,7 @@ def _receive(token: bytes, size: int, readonly: bool, arena: bool, how: str,
              where: Any) -> Any:
     mapping = _core._lookup_mapping(token)
     if how == "dup":
-        fd = where.detach()
+        fd = _with_fds(where.detach)
         if mapping is None:
             os.set_inheritable(fd, False)
             return _core._map_fd(fd, size, token, readonly, arena)
@@ -96,14 +96,27 @@ def _receive(token: bytes, size: int, readonly: bool, arena: bool, how: str,
         if mapping is None:
             raise ValueError(
                 f"cannot receive a cowbuf region from process {where}: it holds the memory "
-                "without an fd (anonymous shared memory), so only processes that have it "
-                "already can take it")
+                "without an fd (anonymous shared memory, or received when it ran out of "
+                "fds), so only processes that have it already can take it")
         return mapping
     pid, fd, ino, box_token, box_fd, box_ino, box_size, slot, generation = where
     if mapping is None:
-        mapping = _core._map_fd(_open_from(pid, fd, ino, readonly), size, token, readonly, arena)
+        new = _with_fds(lambda: _open_from(pid, fd, ino, readonly))
+        mapping = _core._map_fd(new, size, token, readonly, arena)
     _acknowledge(pid, box_token, box_fd, box_ino, box_size, slot, generation)
     return mapping
+
+
+def _with_fds(open_fd: Any) -> int:
+    """open_fd(), retried once after closing the fds of received mappings if the
+    process has run out of fds (#13: one fd per received mapping would otherwise lose
+    the task that brought one too many)."""
+    try:
+        return int(open_fd())
+    except OSError as exc:
+        if exc.errno not in (errno.EMFILE, errno.ENFILE) or not _core._drop_received_fds():
+            raise
+    return int(open_fd())
 
 
 def _open_from(pid: int, fd: int, ino: int, readonly: bool) -> int:
@@ -137,8 +150,8 @@ def _acknowledge(pid: int, box_token: bytes, box_fd: int, box_ino: int, box_size
         box = _core._lookup_mapping(box_token)
         if box is None:
             try:
-                box = _core._map_fd(_open_from(pid, box_fd, box_ino, False), box_size,
-                                    box_token, False, False)
+                box = _core._map_fd(_with_fds(lambda: _open_from(pid, box_fd, box_ino, False)),
+                                    box_size, box_token, False, False)
             except (OSError, ValueError):
                 return  # the sender is gone: nobody waits for this acknowledgement
         slots = _core._region_on(box, 0, box_size, False).view("Q")

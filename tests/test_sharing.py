@@ -378,3 +378,17 @@ def test_a_worker_starts_with_hundreds_of_regions_in_its_arguments(method: str) 
     finally:
         cowbuf.registry.clear()
         cowbuf.registry.update(saved)
+
+
+@pytest.mark.skipif(not LINUX, reason="the fds of received mappings are closed on Linux")
+def test_a_receiver_out_of_fds_still_gets_its_task() -> None:
+    # One fd per received mapping ran a worker with RLIMIT_NOFILE 64 out of fds on a
+    # task of 100 arrays; multiprocessing's worker then exited quietly and the task
+    # was lost (#13). The mappings outlive their fds now.
+    arrays = [cowbuf.array("q", 1000) for _ in range(100)]
+    for a in arrays:
+        a[0] = 1
+    with mp.get_context("spawn").Pool(1, initializer=w.limit_fds, initargs=(64,)) as pool:
+        assert pool.apply_async(w.first_items, (arrays,)).get(timeout=60) == 100
+        # and again: the worker holds those mappings without fds
+        assert pool.apply_async(w.first_items, (arrays,)).get(timeout=60) == 100
