@@ -166,14 +166,37 @@ def _acknowledge(pid: int, box_token: bytes, box_fd: int, box_ino: int, box_size
 
 # -- exit ------------------------------------------------------------------------------
 
+# The last exit finalizer of multiprocessing (exitpriority -5 joins a Queue's feeder
+# thread, which may still be pickling cowbuf objects): then wait for the receivers.
+_DRAIN_PRIORITY = -100
+
+
 def _drain(timeout: float = 2.0) -> None:
+    """Wait a little for the receivers of this process's hand-offs: once the process
+    is gone, so is /proc/<pid>/fd, and a message still in a pipe would be lost (#5)."""
     deadline = time.monotonic() + timeout
     while _core.in_flight() and time.monotonic() < deadline:
         time.sleep(0.002)
 
 
-atexit.register(_drain)
-util.Finalize(None, _drain, exitpriority=0)
+def _register_drain(*_: object) -> None:
+    # Registered in every process from its start (a finalizer registered during the
+    # exit, by the first send, would never run): multiprocessing runs its finalizers
+    # when any of its processes exits, by sys.exit or by os._exit alike.
+    util.Finalize(None, _drain, exitpriority=_DRAIN_PRIORITY)
+
+
+class _DrainInChildren:
+    """Re-registers the drain in multiprocessing's children, whose _bootstrap clears
+    the finalizers inherited from the parent."""
+
+
+_drain_in_children = _DrainInChildren()
+_register_drain()
+# a child made by os.fork() inherits the parent's finalizer, which ignores any
+# process but the parent
+os.register_at_fork(after_in_child=_register_drain)
+util.register_after_fork(_drain_in_children, _register_drain)
 
 
 def in_flight() -> int:

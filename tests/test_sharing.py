@@ -295,6 +295,23 @@ def test_region_reconstructor_rejects_inconsistent_data_at_once(nbytes):
 
 # -- what 0.1.0 lost, aliased, held or hung ------------------------------------------
 
+def test_array_put_on_a_queue_by_a_child_that_exits_at_once_arrives(
+        ctx: mp.context.BaseContext) -> None:
+    # The queue's feeder thread pickles the array while the child exits: the wait for
+    # its receivers must be registered from the process start, and run after the
+    # feeder is joined (0.1.0 lost the message every time under fork and forkserver).
+    for _ in range(5):
+        q = ctx.Queue()
+        p = ctx.Process(target=w.put_and_return, args=(q,))
+        p.start()
+        assert len(q.get(timeout=60)) == 16 << 20
+        assert q.get(timeout=60).sum() == sum(range(1000))
+        p.join(60)
+        assert p.exitcode == 0
+        q.close()
+        q.join_thread()
+
+
 @pytest.mark.parametrize("n", [10, 1000])
 def test_a_region_that_comes_back_is_the_same_object(ctx: mp.context.BaseContext,
                                                       n: int) -> None:
