@@ -109,6 +109,7 @@ SHARED_TYPES = {
 }
 
 
-def _mapping_of(Region region not None):
-    """The mapping of an open region (for cowbuf._sharing, tests and diagnostics)."""
-    return region._live()
+def _region_state(Region region not None):
+    """(mapping, offset, nbytes, frozen) of an open region (tests and diagnostics)."""
+    cdef _Mapping m = region._live()
+    return m, region._offset, region._nbytes, m.readonly

@@ -59,7 +59,7 @@ def mappings_of(*objects: Any) -> tuple[int, int]:
 
 def _mapping_of(o: Any) -> Any:
     region = o if isinstance(o, cowbuf.Region) else o.region
-    return _core._mapping_of(region)
+    return _core._region_state(region)[0]
 
 
 def try_write(a: cowbuf.Array) -> tuple[str, bool]:

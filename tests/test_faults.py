@@ -259,7 +259,7 @@ ORPHANS = """
                 target=child, args=(data, frozen, arrived, slot, os.getpid()))
             p.start()
             procs.append(p.pid)
-        inode = os.fstat(_core._mapping_of(data.region).fd).st_ino
+        inode = os.fstat(_core._region_state(data.region)[0].fd).st_ino
         # the first three items were 0, 1, 2: the children overwrite them
         print("ready", inode, *procs, flush=True)
         time.sleep(600)

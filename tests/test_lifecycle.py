@@ -104,7 +104,7 @@ def test_nobody_can_truncate_a_region(tmp_path: Path) -> None:
     region = cowbuf.Region(1 << 20)
     a = region.view("q")
     a[-1] = 7
-    fd = _core._mapping_of(region).fd
+    fd = _core._region_state(region)[0].fd
     with pytest.raises(OSError) as excinfo:
         os.ftruncate(fd, 0)
     with pytest.raises(OSError):

@@ -556,7 +556,7 @@ def test_frozen_memory_cannot_be_written_through_its_fd(make):
     region = obj.region
     before = bytes(memoryview(region))
     region.freeze()
-    mapping = _core._mapping_of(region)
+    mapping = _core._region_state(region)[0]
     with pytest.raises(PermissionError):
         fd = os.open(f"/proc/{os.getpid()}/fd/{mapping.fd}", os.O_RDWR)
         try:
