@@ -433,6 +433,14 @@ cdef class Array:
     def __releasebuffer__(self, Py_buffer* view):
         self._region._release(_EXPORT if view.readonly else _EXPORT | _WRITE)
 
+    @property
+    def __array_interface__(self):
+        # numpy falls back from a failed buffer export to this, then to an object
+        # array: a closed array must raise there too. Open, it is absent
+        # (numpy took the buffer already).
+        self._region._live()
+        raise AttributeError("__array_interface__")
+
     def __reduce_ex__(self, protocol):
         # By value for plain pickle and cloudpickle; cowbuf._sharing registers a
         # by-reference reducer with multiprocessing's pickler.

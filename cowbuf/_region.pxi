@@ -280,6 +280,14 @@ cdef class Region:
     def __releasebuffer__(self, Py_buffer* view):
         self._release(_EXPORT if view.readonly else _EXPORT | _WRITE)
 
+    @property
+    def __array_interface__(self):
+        # numpy falls back from a failed buffer export to this, then to an object
+        # array: a closed region must raise there too. Open, it is absent
+        # (numpy took the buffer already).
+        self._live()
+        raise AttributeError("__array_interface__")
+
     def __reduce_ex__(self, protocol):
         # Plain pickle and cloudpickle copy by value; multiprocessing's pickler sends
         # a reference instead (SHARED_TYPES, _pickling.pxi).

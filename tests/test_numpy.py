@@ -283,3 +283,52 @@ def test_float16_data_is_not_taken_for_uint16():
     with pytest.raises(TypeError, match="must hold integers"):
         c.atomic_add_at([0], _packed_halfs([1.0]))
     assert c.sum() == 0
+
+
+# -- closed memory: no silent fallback -------------------------------------------------
+
+def _closed_array():
+    a = cowbuf.array("q", range(10))
+    a.region.close()
+    return a
+
+
+def _closed_region():
+    r = cowbuf.Region(4096)
+    r.close()
+    return r
+
+
+_CONVERSIONS = {
+    "asarray": np.asarray, "array": np.array, "ascontiguousarray": np.ascontiguousarray,
+    "frombuffer": lambda x: np.frombuffer(x, np.uint8), "memoryview": memoryview,
+    "bytes": bytes, "bytearray": bytearray, "list": list,
+}
+
+
+@pytest.mark.parametrize("make, convert", [
+    (make, name) for make in (_closed_array, _closed_region) for name in _CONVERSIONS
+    if not (make is _closed_region and name == "list")  # a Region is not iterable
+])
+def test_every_conversion_of_closed_memory_is_value_error(make, convert):
+    # numpy used to turn a closed Array into a 0-d object array without a word.
+    with pytest.raises(ValueError, match="closed region"):
+        _CONVERSIONS[convert](make())
+
+
+def test_array_module_and_properties_of_a_closed_array_raise():
+    import array as pyarray
+
+    a = _closed_array()
+    for op in (lambda: pyarray.array("q", a), lambda: a.readonly, lambda: a.nbytes,
+               lambda: len(a), lambda: a.region.frozen):
+        with pytest.raises(ValueError, match="closed region"):
+            op()
+
+
+def test_frozen_memory_converts_read_only():
+    a = cowbuf.array("q", range(10))
+    a.freeze()
+    for view in (np.asarray(a), np.frombuffer(a, "q"), np.array(a, copy=False)):
+        assert not view.flags.writeable and view.tolist() == list(range(10))
+    assert memoryview(a).readonly and bytes(a) == np.arange(10).tobytes()
