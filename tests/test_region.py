@@ -233,7 +233,7 @@ def test_entering_a_closed_region_is_value_error():
             pass
 
 
-def test_every_operation_after_close_is_value_error():
+def test_every_region_operation_after_close_is_value_error():
     r = cowbuf.Region(PAGE)
     r.close()
     assert r.closed
