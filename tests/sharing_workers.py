@@ -178,3 +178,8 @@ def uss_growth_reading(a: cowbuf.Array) -> int:
         total += x
     assert total == a.sum()
     return uss_kib() - before
+
+
+def zero_copy_total(a: cowbuf.Array) -> tuple[int, bool, bool]:
+    """(sum, read-only?, on memory that is not cowbuf's own?) of an array received."""
+    return int(a.sum()), a.readonly, _core._region_state(a.region)[0].fd == -1
