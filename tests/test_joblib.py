@@ -3,9 +3,7 @@ of both backends by reference, whichever of cowbuf and joblib is imported first.
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
