@@ -229,7 +229,8 @@ cdef Region _carve(Py_ssize_t nbytes, Py_ssize_t align):
         if _arena is None:
             _arena = _new_mapping(ARENA_BYTES, False, True)
             cowbuf_store_u64(<uint64_t*>_arena.addr, <uint64_t>ARENA_HEADER)
-        start = _bump(_arena.addr, nbytes, align)
+        # at least one byte: every region of an arena has an offset of its own (#6)
+        start = _bump(_arena.addr, max(nbytes, 1), align)
         if start >= 0:
             cowbuf_unpoison(_arena.addr + start, <size_t>nbytes)
             return _region_view(_arena, start, nbytes)
@@ -247,7 +248,7 @@ cdef _Mapping _carve_frozen(Py_ssize_t nbytes, Py_ssize_t* offset):
             if _frozen_arena is None:
                 return None
             cowbuf_store_u64(<uint64_t*>_frozen_arena.writer, <uint64_t>ARENA_HEADER)
-        start = _bump(_frozen_arena.writer, nbytes, 16)
+        start = _bump(_frozen_arena.writer, max(nbytes, 1), 16)
         if start >= 0:
             cowbuf_unpoison(_frozen_arena.addr + start, <size_t>nbytes)
             offset[0] = start
