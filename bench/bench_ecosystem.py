@@ -138,8 +138,16 @@ def run(quick: bool = False, smoke: bool = False) -> dict[str, Any]:
         ray = None
     if ray is not None:
         progress(f"ecosystem: Ray put/get, {rounds * 3} rounds")
-        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
-                 object_store_memory=max(512 << 20, 4 * n * 8), configure_logging=False)
+        # Ray's own processes (GCS, raylet, workers) inherit the environment; under
+        # PYTHONWARNINGS=error (bench/run.py --smoke in the tests) they die of Ray's own
+        # deprecation warnings and the node never starts. Our process keeps its filters.
+        warnings_env = os.environ.pop("PYTHONWARNINGS", None)
+        try:
+            ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
+                     object_store_memory=max(512 << 20, 4 * n * 8), configure_logging=False)
+        finally:
+            if warnings_env is not None:
+                os.environ["PYTHONWARNINGS"] = warnings_env
         try:
             arms = {"cowbuf Array": lambda: ray.get(ray.put(a)),
                     "numpy array": lambda: ray.get(ray.put(src))}
