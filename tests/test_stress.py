@@ -56,9 +56,8 @@ class Objects:
         self.closed_at = None  # and once it returned
 
 
-def writes(o, n):
-    # name -> (a write with value n, the array or counter it writes)
-    payload = np.full(BIG, n, dtype="q")
+def writes(o, n, payload):
+    # name -> (a write with value n, the array or counter it writes); `payload` holds n
     return {
         "item": (lambda: o.big.__setitem__(n % BIG, n), o.big),
         "small item": (lambda: o.small.__setitem__(n % 64, n), o.small),
@@ -99,9 +98,12 @@ failures = []
 
 def writer(o, name, stop):
     n = 0
+    payload = np.zeros(BIG, dtype="q")
     while not stop.is_set():
         n += 1
-        write, _ = writes(o, n)[name]
+        if name in ("slice from numpy", "strided slice"):
+            payload.fill(n)
+        write, _ = writes(o, n, payload)[name]
         frozen_before, closed_before = o.frozen_at is not None, o.closed_at is not None
         try:
             write()
@@ -154,7 +156,7 @@ def child_checks(o):
 for r in range(ROUNDS):
     o = Objects()
     stop = threading.Event()
-    names = list(writes(o, 0))
+    names = list(writes(o, 0, None))
     threads = [threading.Thread(target=writer, args=(o, name, stop)) for name in names]
     for t in threads:
         t.start()
@@ -327,3 +329,34 @@ def test_what_a_closed_object_still_answers() -> None:
     assert repr(a) == "<cowbuf.Array 'q' closed>" and repr(c) == "<cowbuf.Counter closed>"
     assert repr(r) == "<cowbuf.Region closed>"
     r.close()  # idempotent
+
+
+# -- the garbage collector releases buffers ----------------------------------------
+
+@pytest.mark.parametrize("owner", ["region", "array", "array-slice", "counter-region"])
+def test_exports_released_by_the_collector_are_counted_off(owner: str) -> None:
+    # A memoryview in cyclic garbage is released by the collector, after it has
+    # cleared (tp_clear) what it could of the cycle: if it could clear the owner, the
+    # release would go to None and the region would count the export forever (#1).
+    run_python(f"""
+        import gc
+        import cowbuf
+
+        owner = {owner!r}
+        for round in range(20):
+            if owner == "region":
+                obj = region = cowbuf.Region(4096)
+            elif owner == "array":
+                obj = cowbuf.array("q", 1000)
+            elif owner == "array-slice":
+                obj = cowbuf.array("q", 100_000)[10:20:3]
+            else:
+                obj = cowbuf.Counter(padded=True).region
+            region = obj if isinstance(obj, cowbuf.Region) else obj.region
+            cycle = [memoryview(obj), obj]
+            cycle.append(cycle)
+            del obj, cycle
+            gc.collect()
+            region.close()  # BufferError if the export was never counted off
+        print("ok")
+    """)
