@@ -24,6 +24,7 @@ from _common import BENCH_DIR, machine_info
 
 BENCHMARKS = {
     # name: (script, what it measures)
+    "demo": ("bench_demo.py", "python -m cowbuf.demo, the README's quick start"),
     "gunicorn": ("gunicorn_memory.py", "the article's experiment on real gunicorn"),
     "access": ("bench_access.py", "element access against pure-Python mmap and peers"),
     "counters": ("bench_counters.py", "shared counters and bulk atomic adds"),
@@ -31,7 +32,7 @@ BENCHMARKS = {
     "scaling": ("bench_scaling.py", "memory and read time against workers and data size"),
 }
 # cheap first, so that a broken setup shows in seconds
-ORDER = ["access", "counters", "handoff", "gunicorn", "scaling"]
+ORDER = ["access", "counters", "handoff", "demo", "gunicorn", "scaling"]
 
 
 def run_one(name: str, mode: list[str], index: int, count: int, t_start: float,

@@ -60,22 +60,73 @@ def test_readme_examples_are_found() -> None:
     assert len(EXAMPLES) >= 3 and len(printed) >= 2
 
 
-@pytest.mark.skipif(not (BENCH / "results" / "latest.json").exists(),
-                    reason="needs the source tree's bench/ and its results")
-def test_performance_section_shows_the_committed_run() -> None:
-    """The README's figures are those of bench/results/latest.json, the run whose charts
-    it shows: after a new run, `python bench/report.py --readme bench/results/latest.json`."""
+def _generated(section: str) -> tuple[str, str]:
+    """(what the README shows between the markers of `section`, what bench/report.py
+    generates there from bench/results/latest.json)."""
     sys.path.insert(0, str(BENCH))
     try:
         import report
         with open(BENCH / "results" / "latest.json") as f:
-            expected = report.readme_section(json.load(f))
-        begin, end = report.README_BEGIN, report.README_END
+            data = json.load(f)
+        if section == "performance":
+            expected = report.readme_section(data)
+            begin, end = report.README_BEGIN, report.README_END
+        else:
+            expected = report.readme_quickstart(data)
+            begin, end = report.QUICKSTART_BEGIN, report.QUICKSTART_END
     finally:
         sys.path.remove(str(BENCH))
     text = README.read_text()
     assert begin in text and end in text
-    shown = text.split(begin, 1)[1].split(end, 1)[0].strip("\n")
+    return text.split(begin, 1)[1].split(end, 1)[0].strip("\n"), expected
+
+
+needs_results = pytest.mark.skipif(not (BENCH / "results" / "latest.json").exists(),
+                                   reason="needs the source tree's bench/ and its results")
+
+
+@needs_results
+def test_performance_section_shows_the_committed_run() -> None:
+    """The README's figures are those of bench/results/latest.json, the run whose charts
+    it shows: after a new run, `python bench/report.py --readme bench/results/latest.json`."""
+    shown, expected = _generated("performance")
     assert shown == expected
     for chart in re.findall(r"!\[[^]]*\]\(([^)]+)\)", shown):
         assert (README.parent / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@needs_results
+def test_quick_start_table_is_the_demo_of_the_committed_run() -> None:
+    """The quick start's table is `python -m cowbuf.demo --json` of that run, rendered
+    as the demo prints it: no figure typed in."""
+    shown, expected = _generated("quickstart")
+    assert shown == expected
+
+
+def test_the_demo_prints_the_table_of_its_json(capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from cowbuf import demo
+
+    result = {"items": 10, "workers": 2, "python": "3", "system": "Linux", "cpus": 2,
+              "rows": [{"name": name, "growth_kib": [2048, 1024], "total_pss_kib": 5120,
+                        "read_seconds": 0.25} for name, _ in demo.STRATEGIES]}
+    monkeypatch.setattr(demo, "run", lambda items, workers: result)
+    assert demo.main(["--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == result
+    assert demo.main([]) == 0
+    printed = capsys.readouterr().out
+    assert demo.table(result) in printed
+    assert "2.0, 1.0" in demo.table(result)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads smaps_rollup")
+def test_the_demo_shows_the_list_copied_and_cowbuf_shared() -> None:
+    done = subprocess.run([sys.executable, "-m", "cowbuf.demo", "--json", "--items", "300000",
+                           "--workers", "2"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = {row["name"]: row for row in json.loads(done.stdout)["rows"]}
+    assert list(rows) == ["list", "list + gc.freeze()", "cowbuf.array('q')"]
+    # 300,000 ints are ~9 MB of objects: every worker copies the pages it reads
+    for name in ("list", "list + gc.freeze()"):
+        assert min(rows[name]["growth_kib"]) > 4096, rows[name]
+    assert max(rows["cowbuf.array('q')"]["growth_kib"]) < 1024, rows
