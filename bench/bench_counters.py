@@ -28,6 +28,9 @@ from _common import (
 
 # -- the peers: each makes an increment function on memory that forked children share --
 
+# histogram sizes of the atomic_add_at benchmark
+BULK_BINS = (1024, 65_537, 1_048_576)
+
 # a peer: makes (increment function, load function) on fresh shared memory
 Factory = Callable[[], tuple[Callable[..., Any], Callable[[], int]]]
 _open_contexts: list[Any] = []
@@ -52,13 +55,16 @@ def _cowbuf_padded() -> tuple[Callable[..., Any], Callable[[], int]]:
 
 
 def _value_lock() -> tuple[Callable[..., Any], Callable[[], int]]:
+    # multiprocessing.Value at its best: its lock taken once per add, around the raw
+    # ctypes value (`value.value += n` under the lock takes the lock twice more, since
+    # every read and write of value.value locks on its own)
     value = multiprocessing.get_context("fork").Value("q", 0)
-    lock = value.get_lock()
+    lock, raw = value.get_lock(), value.get_obj()
 
     def add(n: int = 1) -> None:
         with lock:
-            value.value += n
-    return add, lambda: value.value
+            raw.value += n
+    return add, lambda: int(raw.value)
 
 
 def _value_nolock() -> tuple[Callable[..., Any], Callable[[], int]]:
@@ -103,7 +109,7 @@ PEERS: dict[str, tuple[str, Factory, str | None]] = {
     # name: (title, factory, module it needs)
     "cowbuf": ("cowbuf Counter.add(1)", _cowbuf, "cowbuf"),
     "cowbuf padded": ("cowbuf Counter(padded=True).add(1)", _cowbuf_padded, "cowbuf"),
-    "Value+lock": ("multiprocessing.Value('q') + its lock", _value_lock, None),
+    "Value+lock": ("multiprocessing.Value('q'), its lock taken once", _value_lock, None),
     "Value no lock": ("multiprocessing.Value('q', lock=False) (not atomic)", _value_nolock, None),
     "atomics": ("atomics atomicview(...).fetch_add(1)", _atomics, "atomics"),
     "atomicshm view": ("atomicshm AtomicView.fetch_add_u64(0, 1)", _atomicshm_view, "atomicshm"),
@@ -227,6 +233,9 @@ def run(quick: bool = False, smoke: bool = False) -> dict[str, Any]:
         }
 
     # -- bulk: atomic_add_at ------------------------------------------------------------
+    # At three sizes of histogram: 1,024 bins (the combining path, for which it was
+    # made), 65,537 (just past it: one atomic add per update) and 1,048,576 (and the
+    # bins no longer fit the caches).
     bulk: dict[str, Any] = {}
     why = _available("numpy") or _available("cowbuf")
     if why is None:
@@ -235,34 +244,39 @@ def run(quick: bool = False, smoke: bool = False) -> dict[str, Any]:
         import cowbuf
         updates = 100_000 if smoke else 10_000_000
         loop_updates = 20_000 if smoke else (300_000 if quick else 1_000_000)
-        bins = 1024
         rng = np.random.default_rng(7)
-        indices = rng.integers(0, bins, updates, dtype=np.int64)
-        hist = cowbuf.array("q", bins)
-        loop_indices = indices[:loop_updates].tolist()
-        atomic_add = hist.atomic_add
-        private = np.zeros(bins, dtype=np.int64)
+        for bins in BULK_BINS:
+            indices = rng.integers(0, bins, updates, dtype=np.int64)
+            hist = cowbuf.array("q", bins)
+            loop_indices = indices[:loop_updates].tolist()
+            atomic_add = hist.atomic_add
+            private = np.zeros(bins, dtype=np.int64)
 
-        def python_loop() -> None:
-            for i in loop_indices:
-                atomic_add(i, 1)
+            def python_loop(loop_indices: list[int] = loop_indices,
+                            atomic_add: Callable[..., Any] = atomic_add) -> None:
+                for i in loop_indices:
+                    atomic_add(i, 1)
 
-        progress(f"counters: atomic_add_at, {updates:,} updates x {rounds} rounds")
-        s = interleaved({
-            "atomic_add_at": lambda: hist.atomic_add_at(indices, 1),
-            "numpy.add.at": lambda: np.add.at(private, indices, 1),
-            "python loop": python_loop,
-        }, rounds)
-        per_update = {
-            "atomic_add_at": median(s["atomic_add_at"]) / updates,
-            "numpy.add.at": median(s["numpy.add.at"]) / updates,
-            "python loop": median(s["python loop"]) / loop_updates,
-        }
-        expect = np.bincount(indices, minlength=bins) * rounds
-        expect_loop = np.bincount(indices[:loop_updates], minlength=bins) * rounds
-        exact = bool((np.asarray(hist) == expect + expect_loop).all())
-        bulk = {"updates": updates, "loop_updates": loop_updates, "bins": bins,
-                "samples": s, "seconds_per_update": per_update, "exact": exact}
+            progress(f"counters: atomic_add_at, {updates:,} updates into {bins:,} bins "
+                     f"x {rounds} rounds")
+            s = interleaved({
+                "atomic_add_at": lambda hist=hist, indices=indices: hist.atomic_add_at(indices, 1),
+                "numpy.add.at": lambda private=private, indices=indices: np.add.at(
+                    private, indices, 1),
+                "python loop": python_loop,
+            }, rounds)
+            per_update = {
+                "atomic_add_at": median(s["atomic_add_at"]) / updates,
+                "numpy.add.at": median(s["numpy.add.at"]) / updates,
+                "python loop": median(s["python loop"]) / loop_updates,
+            }
+            expect = np.bincount(indices, minlength=bins) * rounds
+            expect_loop = np.bincount(indices[:loop_updates], minlength=bins) * rounds
+            exact = bool((np.asarray(hist) == expect + expect_loop).all())
+            bulk[str(bins)] = {"updates": updates, "loop_updates": loop_updates,
+                               "bins": bins, "samples": s, "seconds_per_update": per_update,
+                               "exact": exact}
+            del hist, indices, private
     else:
         bulk = {"missing": why}
 
@@ -292,12 +306,15 @@ def run(quick: bool = False, smoke: bool = False) -> dict[str, Any]:
         targets.append(target("2 processes: aggregate >= 15x Value+lock",
                               two("cowbuf"), two("Value+lock"), 15.0, "rate",
                               "exact" if peers["cowbuf"]["two"]["exact"] else "NOT EXACT"))
-    if "seconds_per_update" in bulk:
-        s = bulk["samples"]
-        targets.append(target("atomic_add_at >= 15x a Python loop of atomic_add",
+    for b in bulk.values():
+        if not isinstance(b, dict):
+            continue
+        s = b["samples"]
+        targets.append(target(f"atomic_add_at >= 15x a Python loop, {b['bins']:,} bins",
                               s["atomic_add_at"], s["python loop"], 15.0, "rate",
-                              f"{bulk['updates']:,} updates into {bulk['bins']} bins",
-                              scale=bulk["updates"] / bulk["loop_updates"]))
+                              f"{b['updates']:,} updates into {b['bins']:,} bins"
+                              + ("" if b["exact"] else ", NOT EXACT"),
+                              scale=b["updates"] / b["loop_updates"]))
     return {"name": "counters", "title": "Shared counters: increments per second",
             "config": {"ops_one": n1, "ops_two": n2, "rounds": rounds, "rounds_two": rounds2},
             "peers": peers, "bulk": bulk, "targets": targets}
@@ -325,16 +342,28 @@ def format_result(result: dict[str, Any]) -> str:
            table(["peer", "1 process", "cowbuf is", "2 processes", "cowbuf is", "exact",
                   "note"], rows)]
     bulk = result["bulk"]
-    if "seconds_per_update" in bulk:
-        spu = bulk["seconds_per_update"]
-        ref = spu["atomic_add_at"]
-        brow = [[name, f"{s * 1e9:.1f} ns", f"{s / ref:.1f}x" if name != "atomic_add_at" else ""]
-                for name, s in spu.items()]
-        out += ["", f"Bulk adds: {bulk['updates']:,} random updates into {bulk['bins']:,} "
-                f"bins (the Python loop over its first {bulk['loop_updates']:,}); "
-                f"histogram exact: {'yes' if bulk['exact'] else 'NO'}. numpy.add.at is "
-                "single-process (not atomic), for scale.", "",
-                table(["method", "per update", "cowbuf atomic_add_at is"], brow)]
+    sizes = [b for b in bulk.values() if isinstance(b, dict)]
+    if sizes:
+        methods = list(sizes[0]["seconds_per_update"])
+        brow = []
+        for name in methods:
+            cells = [name]
+            for b in sizes:
+                spu = b["seconds_per_update"]
+                ref = spu["atomic_add_at"]
+                times = spu[name] / ref
+                cells.append(f"{spu[name] * 1e9:.1f} ns" + (
+                    "" if name == "atomic_add_at" else
+                    f" ({times:.1f}x)" if times >= 1 else f" ({times:.2f}x)"))
+            brow.append(cells)
+        first = sizes[0]
+        exact = all(b["exact"] for b in sizes)
+        out += ["", f"Bulk adds: {first['updates']:,} random updates into histograms of "
+                "each size (the Python loop over the first "
+                f"{first['loop_updates']:,}), time per update and, in brackets, how many "
+                f"times atomic_add_at's; histograms exact: {'yes' if exact else 'NO'}. "
+                "numpy.add.at is single-process (not atomic), for scale.", "",
+                table(["method", *(f"{b['bins']:,} bins" for b in sizes)], brow)]
     out += ["", format_targets(result["targets"])]
     return "\n".join(out)
 

@@ -24,6 +24,7 @@ from _common import BENCH_DIR, machine_info
 
 BENCHMARKS = {
     # name: (script, what it measures)
+    "demo": ("bench_demo.py", "python -m cowbuf.demo, the README's quick start"),
     "gunicorn": ("gunicorn_memory.py", "the article's experiment on real gunicorn"),
     "access": ("bench_access.py", "element access against pure-Python mmap and peers"),
     "counters": ("bench_counters.py", "shared counters and bulk atomic adds"),
@@ -32,7 +33,7 @@ BENCHMARKS = {
     "ecosystem": ("bench_ecosystem.py", "joblib, pickle protocol 5 and Ray"),
 }
 # cheap first, so that a broken setup shows in seconds
-ORDER = ["access", "counters", "handoff", "ecosystem", "gunicorn", "scaling"]
+ORDER = ["access", "counters", "handoff", "ecosystem", "demo", "gunicorn", "scaling"]
 
 
 def run_one(name: str, mode: list[str], index: int, count: int, t_start: float,

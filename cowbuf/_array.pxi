@@ -121,6 +121,7 @@ cdef class Array:
         cdef char* dst
         cdef _Value v
         cdef bint big
+        cdef _Mapping keep
         PySlice_Unpack(key, &start, &stop, &step)
         n = PySlice_AdjustIndices(self._length, &start, &stop, step)
         cdef Py_ssize_t dst_stride = self._stride * step if n > 1 else size
@@ -136,6 +137,7 @@ cdef class Array:
                 self._check_writable()
                 dst = self._base() + dst_offset
                 big = n * size >= NOGIL_BYTES
+                keep = self._region._live()  # mapped while the GIL is dropped
                 self._region._acquire(_PIN | _WRITE)
                 try:
                     if dst_stride == size and PyBuffer_IsContiguous(&src, b'C'):
@@ -285,6 +287,7 @@ cdef class Array:
         if self._length * self._itemsize < NOGIL_BYTES:
             _fill(self._typecode, base, self._length, self._stride, v)
             return
+        cdef _Mapping keep = self._region._live()  # mapped while the GIL is dropped
         self._region._acquire(_PIN | _WRITE)
         try:
             with nogil:
@@ -331,6 +334,7 @@ cdef class Array:
 
     cdef int _check_atomic(self) except -1:
         cdef char tc = self._typecode
+        self._base()  # a closed array is ValueError, whatever else is wrong
         if _is_float(tc) or self._itemsize < 4:
             raise TypeError(
                 "atomic operations need an integer array of itemsize 4 or 8 "

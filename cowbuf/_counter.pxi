@@ -1,6 +1,8 @@
 # Counter: a shared 64-bit integer with atomic operations.
 
-cdef inline long long _counter_arg(object value) except? -1:
+cdef inline long long _counter_arg(object value, Region region) except? -1:
+    """`value` as an int64 for a write to a counter on `region` (None: a counter being
+    made)."""
     cdef int overflow = 0
     cdef long long v
     if PyLong_CheckExact(value):
@@ -8,10 +10,13 @@ cdef inline long long _counter_arg(object value) except? -1:
         v = PyLong_AsLongLongAndOverflow(value, &overflow)
         if not overflow:
             return v
-    return _counter_arg_slow(value)
+    return _counter_arg_slow(value, region)
 
 
-cdef long long _counter_arg_slow(object value) except? -1:
+cdef long long _counter_arg_slow(object value, Region region) except? -1:
+    if region is not None:
+        # closed is ValueError and frozen TypeError, whatever the argument
+        region._check_writable()
     number = value if PyLong_CheckExact(value) else PyNumber_Index(value)
     try:
         return PyLong_AsLongLong(number)
@@ -52,7 +57,7 @@ cdef class Counter:
     def __init__(self, initial=0, *, bint padded=False):
         if self._region is not _NO_REGION:
             raise TypeError("Counter.__init__() may only be called once")
-        cdef long long value = _counter_arg(initial)
+        cdef long long value = _counter_arg(initial, None)
         if self._region is not _NO_REGION:  # initial.__index__ called __init__ itself
             raise TypeError("Counter.__init__() may only be called once")
         self._region = _carve(64, 64) if padded else _carve(8, 8)
@@ -82,34 +87,34 @@ cdef class Counter:
 
     def store(self, value, /):
         """Set the value."""
-        cdef long long v = _counter_arg(value)
+        cdef long long v = _counter_arg(value, self._region)
         cowbuf_store_u64(<uint64_t*>self._wptr(), <uint64_t>v)
 
     def add(self, n=1, /):
         """Add `n` and return the new value."""
-        cdef long long d = _counter_arg(n)
+        cdef long long d = _counter_arg(n, self._region)
         return <long long>cowbuf_add_fetch_u64(<uint64_t*>self._wptr(), <uint64_t>d)
 
     def sub(self, n=1, /):
         """Subtract `n` and return the new value."""
-        cdef long long d = _counter_arg(n)
+        cdef long long d = _counter_arg(n, self._region)
         return <long long>cowbuf_add_fetch_u64(<uint64_t*>self._wptr(), 0 - <uint64_t>d)
 
     def fetch_add(self, n, /):
         """Add `n` and return the value before the add (claims work: each caller
         gets a distinct range)."""
-        cdef long long d = _counter_arg(n)
+        cdef long long d = _counter_arg(n, self._region)
         return <long long>cowbuf_fetch_add_u64(<uint64_t*>self._wptr(), <uint64_t>d)
 
     def exchange(self, value, /):
         """Set the value and return the previous one."""
-        cdef long long v = _counter_arg(value)
+        cdef long long v = _counter_arg(value, self._region)
         return <long long>cowbuf_exchange_u64(<uint64_t*>self._wptr(), <uint64_t>v)
 
     def compare_exchange(self, expected, desired, /):
         """Set the value to `desired` if it equals `expected`; return whether it did."""
-        cdef uint64_t e = <uint64_t>_counter_arg(expected)
-        cdef long long d = _counter_arg(desired)
+        cdef uint64_t e = <uint64_t>_counter_arg(expected, self._region)
+        cdef long long d = _counter_arg(desired, self._region)
         return bool(cowbuf_cas_u64(<uint64_t*>self._wptr(), &e, <uint64_t>d))
 
     def __int__(self):

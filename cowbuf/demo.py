@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import multiprocessing as mp
 import os
+import platform
 import statistics
 import sys
 import time
@@ -118,11 +120,45 @@ def _mb(kib: int | None) -> str:
     return "n/a" if kib is None else f"{kib / 1024:.1f}"
 
 
+def table(result: dict[str, Any]) -> str:
+    """The table of a run (the `--json` output), as the demo prints it."""
+    header = (f"{'data held as':<22} {'USS growth per worker (MB)':>28} "
+              f"{'total PSS (MB)':>15} {'read (s)':>9}")
+    lines = [header, "-" * len(header)]
+    for row in result["rows"]:
+        growth = ", ".join(_mb(g) for g in row["growth_kib"])
+        lines.append(f"{row['name']:<22} {growth:>28} {_mb(row['total_pss_kib']):>15} "
+                     f"{row['read_seconds']:>9.2f}")
+    return "\n".join(lines)
+
+
+def run(items: int, workers: int) -> dict[str, Any]:
+    """Measure every way of holding the data; raises if a worker's sum is wrong."""
+    expected = items * (items - 1) // 2
+    rows = []
+    for name, build in STRATEGIES:
+        data = build(items)
+        row = _measure(data, workers)
+        del data
+        gc.unfreeze()
+        gc.collect()
+        if row["sums"] != {expected}:
+            raise RuntimeError(f"{name}: wrong sum {row['sums']}")
+        rows.append({"name": name, "growth_kib": row["growth_kib"],
+                     "total_pss_kib": row["total_pss_kib"],
+                     "read_seconds": row["read_seconds"]})
+    return {"items": items, "workers": workers, "rows": rows,
+            "python": platform.python_version(), "system": platform.system(),
+            "cpus": os.cpu_count()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cowbuf.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=10_000_000, help="integers to share")
     parser.add_argument("--workers", type=int, default=3, help="forked readers")
+    parser.add_argument("--json", action="store_true",
+                        help="print the figures as JSON instead of the table")
     args = parser.parse_args(argv)
     if args.items < 1 or args.workers < 1:
         parser.error("--items and --workers must be positive")
@@ -130,25 +166,18 @@ def main(argv: list[str] | None = None) -> int:
         print("this demo forks workers, which this platform cannot do", file=sys.stderr)
         return 1
 
-    print(f"{args.items:,} integers, {args.workers} forked workers, each reads every value "
-          "once in Python\n")
-    header = (f"{'data held as':<22} {'USS growth per worker (MB)':>28} "
-              f"{'total PSS (MB)':>15} {'read (s)':>9}")
-    print(header)
-    print("-" * len(header))
-    expected = args.items * (args.items - 1) // 2
-    for name, build in STRATEGIES:
-        data = build(args.items)
-        row = _measure(data, args.workers)
-        del data
-        gc.unfreeze()
-        gc.collect()
-        if row["sums"] != {expected}:
-            print(f"{name}: wrong sum {row['sums']}", file=sys.stderr)
-            return 1
-        growth = ", ".join(_mb(g) for g in row["growth_kib"])
-        print(f"{name:<22} {growth:>28} {_mb(row['total_pss_kib']):>15} "
-              f"{row['read_seconds']:>9.2f}")
+    if not args.json:
+        print(f"{args.items:,} integers, {args.workers} forked workers, each reads every "
+              "value once in Python\n", flush=True)
+    try:
+        result = run(args.items, args.workers)
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(table(result))
     if _uss_kib() is None:
         print("\n(memory figures need Linux's /proc/PID/smaps_rollup)")
     print("\nUSS: memory private to a worker (what copy-on-write costs). PSS: each process's"

@@ -5,8 +5,9 @@ succeed, the same exception type where array.array raises, and a failed call cha
 nothing. The stateful machine builds nested slice views (any step, negative bounds)
 on one array and checks every write through them against a model array.array.
 
-Runs derandomized with bounded example counts (the "cowbuf-ci" profile); set
-COWBUF_HYPOTHESIS_PROFILE=cowbuf-dev for a longer, randomized search.
+Searches with bounded example counts (the "cowbuf-ci" profile), from a seed printed
+at the start and the end of the run, after replaying the regression corpus (see
+tests/conftest.py); set COWBUF_HYPOTHESIS_PROFILE=cowbuf-dev for a longer search.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from fractions import Fraction
 
 import pytest
 from helpers import int_range, wrap
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -36,12 +37,7 @@ import cowbuf
 
 pytestmark = pytest.mark.hypothesis
 
-settings.register_profile(
-    "cowbuf-ci", derandomize=True, database=None, deadline=None, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile(
-    "cowbuf-dev", deadline=None, max_examples=2000, stateful_step_count=100,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# the profiles, the seed and the regression corpus: tests/conftest.py
 PROFILE = settings.get_profile(os.environ.get("COWBUF_HYPOTHESIS_PROFILE", "cowbuf-ci"))
 DEV = PROFILE.max_examples > 1000
 

@@ -1,13 +1,25 @@
 #!/usr/bin/env python3
 """Fuzz target over cowbuf's public API.
 
-Each input is a program: a sequence of calls on Regions, Arrays, Counters, their
-slices and their buffer exports (memoryview, numpy), with arguments read from the
-input bytes, in any order: close, freeze, del and garbage collection included, and
-numbers whose __index__ runs another step of the program in the middle of a call.
-Exceptions that cowbuf documents (ValueError, TypeError, IndexError, OverflowError,
-BufferError, MemoryError) are fine; anything else, a failed consistency check, and
-of course a crash (segfault, SIGBUS, abort, a sanitizer report) is a finding.
+Each input is a program: a sequence of operations from the table OPS (below), with
+arguments read from the input bytes, on Regions, Arrays, Counters, their slices and
+their buffer exports (memoryview, numpy), in any order. Besides the calls themselves:
+close, freeze, del and garbage collection; numbers whose __index__ runs another step
+in the middle of a call; threads that write, read and add without the GIL while the
+program goes on; forked children that run steps of their own on what they inherit;
+reference cycles through buffer exports and finalizers; and pickles, real and crafted,
+by value (pickle) and by reference (multiprocessing's ForkingPickler).
+
+What counts as a finding:
+- a crash (segfault, SIGBUS, abort, a sanitizer report) or a hang;
+- an exception cowbuf does not document (anything but ValueError, TypeError,
+  IndexError, OverflowError, BufferError, MemoryError);
+- the wrong documented exception: any use of a closed object is ValueError, a write
+  to frozen memory or through a read-only view is TypeError (README; checked whenever
+  no other thread runs and no argument ran code in the middle of the call);
+- a use of a closed object that does not raise;
+- a failed consistency check (every way of reading an array agrees; a copy equals
+  its original), or a forked child that fails any of these.
 
     python tests/fuzz/fuzz_api.py -max_total_time=60 CORPUS_DIR tests/fuzz/corpus
         fuzz with atheris (tools/fuzz.sh does this in a scratch directory)
@@ -18,6 +30,10 @@ of course a crash (segfault, SIGBUS, abort, a sanitizer report) is a finding.
     python tests/fuzz/fuzz_api.py -merge=1 NEW_DIR CORPUS_DIR...
         minimise a corpus (libFuzzer runs this file itself: put the python that has
         atheris first on PATH)
+
+A new type adds its operations to the table with @op: each reads its arguments from
+the Reader, declares the object it works on with f.use(obj, write=...), and keeps
+what it makes in one of the pools.
 """
 
 from __future__ import annotations
@@ -25,13 +41,18 @@ from __future__ import annotations
 import contextlib
 import gc
 import inspect
+import os
 import pickle
 import struct
 import sys
+import threading
+import traceback
 import warnings
+from collections.abc import Callable
 from decimal import Decimal
 from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
+from typing import Any
 
 try:
     import atheris
@@ -43,20 +64,24 @@ FUZZING = (__name__ == "__main__" and atheris is not None
 if FUZZING:
     with atheris.instrument_imports(include=["cowbuf"]):
         import cowbuf
+        from cowbuf import _core, _sharing
 else:
     import cowbuf
+    from cowbuf import _core, _sharing
 
 try:
     import numpy
 except ImportError:
     numpy = None
 
-EXPECTED = (ValueError, TypeError, IndexError, OverflowError, BufferError, MemoryError,
-            KeyError, ZeroDivisionError)
+# The exceptions cowbuf documents for bad input and misuse.
+EXPECTED = (ValueError, TypeError, IndexError, OverflowError, BufferError, MemoryError)
 TYPECODES = cowbuf.TYPECODES
 MAX_STEPS = 64
 MAX_OBJECTS = 24
 MAX_BYTES = 1 << 20  # no allocation of more than this much real memory per input
+MAX_THREADS = 2
+MAX_CHILDREN = 2
 
 EDGES = [0, 1, -1, 2, 7, 8, 9, 63, 64, 127, 128, -128, -129, 255, 256, 4095, 4096, 4097,
          65535, 65536, 2**31 - 1, 2**31, -(2**31), -(2**31) - 1, 2**32 - 1, 2**32,
@@ -64,6 +89,10 @@ EDGES = [0, 1, -1, 2, 7, 8, 9, 63, 64, 127, 128, -128, -129, 255, 256, 4095, 409
 FLOATS = [0.0, -0.0, 1.5, -2.5, float("nan"), float("inf"), float("-inf"), 1e300, 3.5e38,
           1e-310]
 TRACE = False
+
+
+class Finding(AssertionError):
+    """cowbuf broke a promise (not a harness error)."""
 
 
 class Reader:
@@ -127,16 +156,54 @@ class Sneaky:
         return f"Sneaky({self.value})"
 
 
+class Holder:
+    """A reference cycle around cowbuf objects and their exports, with a finalizer
+    that uses them while the collector takes the cycle apart."""
+
+    def __init__(self, *items: object) -> None:
+        self.items = list(items)
+        self.me = self
+
+    def __del__(self) -> None:
+        for x in self.items:
+            with contextlib.suppress(*EXPECTED):
+                if isinstance(x, cowbuf.Array):
+                    x.sum()
+                elif isinstance(x, cowbuf.Region):
+                    x.nbytes
+                elif isinstance(x, memoryview):
+                    bytes(x[:8])
+
+
+class Crafted:
+    """Pickles as a call of `func` with `args`: a crafted pickle."""
+
+    def __init__(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.func = func
+        self.args = args
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return self.func, self.args
+
+
 class Fuzz:
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, depth: int = 0) -> None:
         self.r = Reader(data)
+        self.depth = depth  # 1 in a forked child: no forks from there
         self.regions: list[cowbuf.Region] = []
         self.arrays: list[cowbuf.Array] = []
         self.counters: list[cowbuf.Counter] = []
-        self.exports: list[object] = []
-        self.iterators: list[object] = []
+        self.exports: list[Any] = []
+        self.iterators: list[Any] = []
+        self.threads: list[Worker] = []
+        # regions that threads of the parent keep writing (in a forked child)
+        self.written_elsewhere: list[cowbuf.Region] = []
+        self.children = 0
         self.allocated = 0
         self.disrupting = False
+        self.disruptions = 0
+        self.subject: tuple[object, bool, str] | None = None
+        self.events: set[str] = set()
 
     # -- arguments ------------------------------------------------------------------
 
@@ -188,16 +255,25 @@ class Fuzz:
             return self.r.below(70_000)
         return [0, 4095, 4096, 4097, -1, 2**62, 2**63, 2**64, 10**30, -(2**63)][self.r.below(10)]
 
-    def pick(self, items: list) -> object:
+    def flag(self) -> bool:
+        return bool(self.r.byte() & 1)
+
+    def pick(self, items: list[Any]) -> Any:
         return items[self.r.below(len(items))] if items else None
 
-    def keep(self, items: list, obj: object) -> None:
+    def keep(self, items: list[Any], obj: object) -> None:
         items.append(obj)
         if len(items) > MAX_OBJECTS:
             del items[self.r.below(len(items))]
 
     def some_array(self) -> cowbuf.Array | None:
-        return self.pick(self.arrays)
+        a: cowbuf.Array | None = self.pick(self.arrays)
+        return a
+
+    def any_object(self) -> Any:
+        pool = [x for x in (self.some_array(), self.pick(self.regions),
+                            self.pick(self.counters)) if x is not None]
+        return self.pick(pool)
 
     def afford(self, nbytes: object) -> bool:
         """Below the memory budget, or an argument that is refused before any
@@ -228,90 +304,52 @@ class Fuzz:
             return range(self.integer(), self.integer(), self.integer() or 1)[:4096]
         return bytes(self.r.raw(min(n, 64)))
 
-    # -- steps ------------------------------------------------------------------------
+    # -- what a call must do ------------------------------------------------------------
 
-    def new_region(self) -> None:
-        n = self.size()
-        if self.afford(n):
-            self.keep(self.regions, cowbuf.Region(n, populate=bool(self.r.byte() & 1)))
-
-    def new_array(self) -> None:
-        tc = TYPECODES[self.r.below(12)]
-        if self.r.byte() & 1:
-            n = self.size()
-            if self.afford(n * 8 if isinstance(n, int) else 0):
-                self.keep(self.arrays, cowbuf.array(tc, n))
-        else:
-            self.keep(self.arrays, cowbuf.array(tc, self.source(self.r.below(300), tc)))
-
-    def new_counter(self) -> None:
-        if self.r.byte() & 1 and self.regions:
-            self.keep(self.counters, self.pick(self.regions).counter(self.value()))
-        else:
-            self.keep(self.counters, cowbuf.Counter(self.value(), padded=bool(self.r.byte() & 1)))
-
-    def view(self) -> None:
-        region = self.pick(self.regions)
-        if region is None:
+    def use(self, obj: object, write: bool = False, must_raise: bool = True) -> None:
+        """Declare the cowbuf object this operation works on, before calling it: if it
+        is closed, the call must raise ValueError (and raise at all, if `must_raise`);
+        if it is a write to frozen memory or a read-only view, TypeError."""
+        if self.subject is not None or obj is None:
             return
-        tc = TYPECODES[self.r.below(12)]
-        offset = self.value() if self.r.byte() & 1 else 8 * self.r.below(64)
-        length = None if self.r.byte() & 1 else self.value()
-        self.keep(self.arrays, region.view(tc, offset, length))
-
-    def slice_(self) -> None:
-        a = self.some_array()
-        if a is not None:
-            self.keep(self.arrays, a[self.slice_key(len(a) if not a.region.closed else 0)])
-
-    def get_item(self) -> None:
-        a = self.some_array()
-        if a is not None:
-            a[self.key(len(a) if not a.region.closed else 0)]
-
-    def set_item(self) -> None:
-        a = self.some_array()
-        if a is None:
-            return
-        key = self.key(len(a) if not a.region.closed else 0)
-        if isinstance(key, slice) and not a.region.closed:
-            a[key] = self.source(len(range(*key.indices(len(a)))) if key.step != 0 else 1,
-                                 a.typecode)
+        region = obj if isinstance(obj, cowbuf.Region) else obj.region  # type: ignore[attr-defined]
+        if region.closed:
+            state = "closed" if must_raise else "closed-maybe"
+        elif write and (region.frozen or getattr(obj, "readonly", False)):
+            state = "read-only"
         else:
-            a[key] = self.value()
+            state = "open"
+        self.subject = (obj, write, state)
 
-    def whole(self) -> None:
-        a = self.some_array()
-        if a is None:
+    def exact(self) -> bool:
+        """Whether the exception of the current call can be checked exactly: no other
+        thread runs, and no argument ran a step in the middle of the call."""
+        return not any(t.is_alive() for t in self.threads)
+
+    def check_outcome(self, name: str, exc: BaseException | None, disruptions: int) -> None:
+        if self.subject is None or not self.exact() or self.disruptions != disruptions:
             return
-        op = self.r.byte() % 10
-        if op == 0:
-            a.fill(self.value())
-        elif op == 1:
-            a.sum()
-        elif op == 2:
-            a.min()
-        elif op == 3:
-            a.max()
-        elif op == 4:
-            self.check(a)
-        elif op == 5:
-            self.keep(self.iterators, iter(a) if self.r.byte() & 1 else reversed(a))
-        elif op == 6:
-            self.keep(self.arrays, a.toreadonly())
-        elif op == 7:
-            b = self.some_array()
-            if b is not None:
-                assert (a == b) is (not (a != b))
-        elif op == 8:
-            repr(a)
-            len(a), a.nbytes, a.readonly, a.typecode, a.itemsize
-        else:
-            a.tolist()
+        _, _, state = self.subject
+        if state == "closed":
+            if exc is None:
+                raise Finding(f"{name} on a closed object did not raise")
+            if type(exc) is not ValueError:
+                raise Finding(f"{name} on a closed object raised {exc!r}, not ValueError")
+        elif state == "closed-maybe" and exc is not None and type(exc) is not ValueError:
+            raise Finding(f"{name} on a closed object raised {exc!r}, not ValueError")
+        elif state == "read-only" and exc is not None and type(exc) is not TypeError:
+            raise Finding(f"{name}: a write to read-only memory raised {exc!r}, not TypeError")
+        elif state == "read-only" and exc is None:
+            raise Finding(f"{name}: a write to read-only memory succeeded")
+
+    def written(self, a: cowbuf.Array) -> bool:
+        """Whether a thread (here, or of the parent) may be writing `a` meanwhile."""
+        busy = self.written_elsewhere + [t.a.region for t in self.threads if t.is_alive()]
+        return any(a.region is region for region in busy)
 
     def check(self, a: cowbuf.Array) -> None:
-        """Every way of reading an open array agrees."""
-        if a.region.closed:
+        """Every way of reading an open array agrees (unless a thread writes it)."""
+        if a.region.closed or self.written(a):
             return
         items = a.tolist()
         assert len(items) == len(a)
@@ -329,200 +367,579 @@ class Fuzz:
         if a.typecode not in "fd":
             assert a.sum() == sum(items)
 
-    def export(self) -> None:
-        target = self.pick(self.arrays) if self.r.byte() & 1 else self.pick(self.regions)
-        if target is None:
-            return
-        kind = self.r.byte() % 4
-        if kind == 0 or numpy is None:
-            self.keep(self.exports, memoryview(target))
-        elif kind == 1:
-            self.keep(self.exports, numpy.asarray(target))
-        elif kind == 2:
-            self.keep(self.exports, numpy.frombuffer(target, dtype=numpy.uint8))
-        else:
-            m = memoryview(target)
-            self.keep(self.exports, m[self.slice_key(len(m))])
-
-    def use_export(self) -> None:
-        if not self.exports:
-            return
-        at = self.r.below(len(self.exports))
-        e = self.exports[at]
-        op = self.r.byte() % 4
-        if op == 0:
-            if isinstance(e, memoryview):
-                e.release()
-            else:
-                del self.exports[at]
-        elif op == 1:
-            bytes(e) if isinstance(e, memoryview) else e.tobytes()
-        elif op == 2 and getattr(e, "ndim", 0) == 1 and len(e):
-            # numpy raises ValueError and memoryview TypeError for read-only memory
-            e[self.r.below(len(e))] = self.r.byte() % 100
-        else:
-            del self.exports[at]
-
-    def close(self) -> None:
-        if self.r.byte() & 1:
-            target = self.pick(self.regions)
-        else:
-            a = self.some_array() if self.r.byte() & 1 else self.pick(self.counters)
-            target = None if a is None else a.region
-        if target is None:
-            return
-        if self.r.byte() & 1:
-            target.close()
-        else:
-            with target:
-                pass
-
-    def freeze(self) -> None:
-        if self.r.byte() & 1:
-            r = self.pick(self.regions)
-            if r is not None:
-                r.freeze()
-        else:
-            a = self.some_array()
-            if a is not None:
-                a.freeze()
-
-    def pickle_(self) -> None:
-        pool = [x for x in (self.some_array(), self.pick(self.regions), self.pick(self.counters))
-                if x is not None]
-        if not pool:
-            return
-        obj = self.pick(pool)
-        if self.r.byte() & 1:
-            copy = pickle.loads(pickle.dumps(obj, self.r.byte() % (pickle.HIGHEST_PROTOCOL + 1)))
-        else:
-            # by reference: in this process it is the same memory again
-            copy = pickle.loads(ForkingPickler.dumps(obj))
+    def check_copy(self, obj: object, copy: object) -> None:
         if isinstance(copy, cowbuf.Array):
-            assert copy.tobytes() == obj.tobytes()
+            assert isinstance(obj, cowbuf.Array) and copy.tobytes() == obj.tobytes()
             self.keep(self.arrays, copy)
         elif isinstance(copy, cowbuf.Counter):
-            assert copy.value == obj.value
+            assert isinstance(obj, cowbuf.Counter) and copy.value == obj.value
             self.keep(self.counters, copy)
         else:
+            assert isinstance(copy, cowbuf.Region) and isinstance(obj, cowbuf.Region)
             assert bytes(memoryview(copy)) == bytes(memoryview(obj))
             self.keep(self.regions, copy)
 
-    def atomic(self) -> None:
-        a = self.some_array()
-        if a is None:
-            return
-        op = self.r.byte() % 5
-        n = len(a) if not a.region.closed else 0
-        if op == 0:
-            a.atomic_load(self.key(n))
-        elif op == 1:
-            a.atomic_store(self.key(n), self.value())
-        elif op == 2:
-            a.atomic_add(self.key(n), self.value())
-        elif op == 3:
-            a.atomic_cas(self.key(n), self.value(), self.value())
-        else:
-            count = self.r.below(40)
-            indices = self.source(count, "q") if self.r.byte() & 1 else \
-                [self.r.byte() % (2 * n + 1) - n for _ in range(count)]
-            values = self.value() if self.r.byte() & 1 else self.source(count, a.typecode)
-            a.atomic_add_at(indices, values)
-
-    def counter(self) -> None:
-        c = self.pick(self.counters)
-        if c is None:
-            return
-        op = self.r.byte() % 9
-        if op == 0:
-            c.add(self.value())
-        elif op == 1:
-            c.sub(self.value())
-        elif op == 2:
-            c.fetch_add(self.value())
-        elif op == 3:
-            c.exchange(self.value())
-        elif op == 4:
-            c.compare_exchange(self.value(), self.value())
-        elif op == 5:
-            c.store(self.value())
-        elif op == 6:
-            assert c.load() == c.value == int(c)
-        elif op == 7:
-            repr(c)
-        else:
-            c.__init__(self.value())  # a second __init__ is refused
-
-    def iterate(self) -> None:
-        it = self.pick(self.iterators)
-        if it is not None:
-            for _ in range(self.r.below(8)):
-                next(it, None)
-
-    def misuse(self) -> None:
-        op = self.r.byte() % 6
-        if op == 0:
-            self.keep(self.arrays, cowbuf.Array.__new__(cowbuf.Array))
-        elif op == 1:
-            self.keep(self.regions, cowbuf.Region.__new__(cowbuf.Region))
-        elif op == 2:
-            self.keep(self.counters, cowbuf.Counter.__new__(cowbuf.Counter))
-        elif op == 3 and self.regions:
-            self.pick(self.regions).__init__(self.size())
-        elif op == 4:
-            cowbuf.Array()
-        else:
-            cowbuf.array(self.value(), self.value())
-
-    def drop(self) -> None:
-        pools = [self.regions, self.arrays, self.counters, self.exports, self.iterators]
-        pool = pools[self.r.below(5)]
-        if pool:
-            del pool[self.r.below(len(pool))]
-        if self.r.byte() & 1:
-            gc.collect()
+    # -- running --------------------------------------------------------------------------
 
     def disrupt(self) -> None:
         """A step run from inside another call (by a Sneaky number)."""
         if self.disrupting:
             return
         self.disrupting = True
+        self.disruptions += 1
+        saved, self.subject = self.subject, None
         try:
-            step = [self.close, self.freeze, self.drop, self.use_export, self.export,
-                    self.slice_][self.r.below(6)]
+            step = DISRUPTIONS[self.r.below(len(DISRUPTIONS))]
             if TRACE:
                 print(f"    (inside) {step.__name__}")
             with contextlib.suppress(*EXPECTED):
-                step()
+                step(self)
         finally:
+            self.subject = saved
             self.disrupting = False
 
-    STEPS = ("new_region", "new_array", "new_counter", "view", "slice_", "get_item",
-             "set_item", "whole", "export", "use_export", "close", "freeze", "pickle_",
-             "atomic", "counter", "iterate", "misuse", "drop")
+    def step(self) -> None:
+        name, operation = OPS[self.r.below(len(OPS))]
+        if TRACE:
+            print(name)
+        self.subject = None
+        disruptions = self.disruptions
+        try:
+            operation(self)
+        except EXPECTED as exc:
+            if TRACE:
+                print(f"    -> {type(exc).__name__}: {exc}")
+            self.check_outcome(name, exc, disruptions)
+        else:
+            self.check_outcome(name, None, disruptions)
+        finally:
+            self.subject = None
 
     def run(self) -> None:
         steps = 0
-        while self.r.more() and steps < MAX_STEPS:
-            steps += 1
-            step = getattr(self, self.STEPS[self.r.below(len(self.STEPS))])
-            if TRACE:
-                print(step.__name__)
-            try:
-                step()
-            except EXPECTED as exc:
-                if TRACE:
-                    print(f"    -> {type(exc).__name__}: {exc}")
+        try:
+            while self.r.more() and steps < MAX_STEPS:
+                steps += 1
+                self.step()
+        finally:
+            self.join_threads()
         # Whatever happened, everything still open reads consistently.
         for a in self.arrays:
             with contextlib.suppress(*EXPECTED):
                 self.check(a)
 
+    def join_threads(self) -> None:
+        threads, self.threads = self.threads, []
+        for t in threads:
+            t.stop = True
+        for t in threads:
+            t.join()
+            if t.error is not None:
+                raise Finding(f"a thread failed:\n{t.error}")
 
-def test_one_input(data: bytes) -> None:
-    Fuzz(data).run()
+
+# -- the operations -----------------------------------------------------------------------
+
+OPS: list[tuple[str, Callable[[Fuzz], None]]] = []
+
+
+def op(fn: Callable[[Fuzz], None]) -> Callable[[Fuzz], None]:
+    """Add `fn` to the table of operations a program is made of."""
+    OPS.append((fn.__name__, fn))
+    return fn
+
+
+@op
+def new_region(f: Fuzz) -> None:
+    n = f.size()
+    if f.afford(n):
+        f.keep(f.regions, cowbuf.Region(n, populate=f.flag()))
+
+
+@op
+def new_array(f: Fuzz) -> None:
+    tc = TYPECODES[f.r.below(12)]
+    if f.flag():
+        n = f.size()
+        if f.afford(n * 8 if isinstance(n, int) else 0):
+            f.keep(f.arrays, cowbuf.array(tc, n))
+    else:
+        f.keep(f.arrays, cowbuf.array(tc, f.source(f.r.below(300), tc)))
+
+
+@op
+def new_counter(f: Fuzz) -> None:
+    if f.flag() and f.regions:
+        region = f.pick(f.regions)
+        f.use(region)
+        f.keep(f.counters, region.counter(f.value()))
+    else:
+        f.keep(f.counters, cowbuf.Counter(f.value(), padded=f.flag()))
+
+
+@op
+def view(f: Fuzz) -> None:
+    region = f.pick(f.regions)
+    if region is None:
+        return
+    tc = TYPECODES[f.r.below(12)]
+    offset = f.value() if f.flag() else 8 * f.r.below(64)
+    length = None if f.flag() else f.value()
+    f.use(region)
+    f.keep(f.arrays, region.view(tc, offset, length))
+
+
+@op
+def slice_(f: Fuzz) -> None:
+    a = f.some_array()
+    if a is not None:
+        key = f.slice_key(len(a) if not a.region.closed else 0)
+        f.use(a)
+        f.keep(f.arrays, a[key])
+
+
+@op
+def get_item(f: Fuzz) -> None:
+    a = f.some_array()
+    if a is not None:
+        key = f.key(len(a) if not a.region.closed else 0)
+        f.use(a)
+        a[key]
+
+
+@op
+def set_item(f: Fuzz) -> None:
+    a = f.some_array()
+    if a is None:
+        return
+    key = f.key(len(a) if not a.region.closed else 0)
+    if isinstance(key, slice) and not a.region.closed:
+        value = f.source(len(range(*key.indices(len(a)))) if key.step != 0 else 1, a.typecode)
+    else:
+        value = f.value()
+    f.use(a, write=True)
+    a[key] = value
+
+
+@op
+def whole(f: Fuzz) -> None:
+    a = f.some_array()
+    if a is None:
+        return
+    op = f.r.byte() % 10
+    if op == 0:
+        value = f.value()
+        f.use(a, write=True)
+        a.fill(value)
+    elif op in (1, 2, 3):
+        f.use(a)
+        [a.sum, a.min, a.max][op - 1]()
+    elif op == 4:
+        f.check(a)
+    elif op == 5:
+        f.use(a)
+        f.keep(f.iterators, iter(a) if f.flag() else reversed(a))
+    elif op == 6:
+        f.use(a)
+        f.keep(f.arrays, a.toreadonly())
+    elif op == 7:
+        b = f.some_array()
+        if b is not None:
+            f.use(a)
+            assert (a == b) is (not (a != b))
+    elif op == 8:
+        repr(a)
+        a.typecode, a.itemsize
+        f.use(a)
+        len(a), a.nbytes, a.readonly
+    else:
+        f.use(a)
+        a.tolist()
+
+
+@op
+def export(f: Fuzz) -> None:
+    target = f.some_array() if f.flag() else f.pick(f.regions)
+    if target is None:
+        return
+    kind = f.r.byte() % 4
+    f.use(target)
+    if kind == 0 or numpy is None:
+        f.keep(f.exports, memoryview(target))
+    elif kind == 1:
+        f.keep(f.exports, numpy.asarray(target))
+    elif kind == 2:
+        f.keep(f.exports, numpy.frombuffer(target, dtype=numpy.uint8))
+    else:
+        m = memoryview(target)
+        f.keep(f.exports, m[f.slice_key(len(m))])
+
+
+@op
+def use_export(f: Fuzz) -> None:
+    if not f.exports:
+        return
+    at = f.r.below(len(f.exports))
+    e = f.exports[at]
+    op = f.r.byte() % 4
+    if op == 0:
+        if isinstance(e, memoryview):
+            e.release()
+        else:
+            del f.exports[at]
+    elif op == 1:
+        bytes(e) if isinstance(e, memoryview) else e.tobytes()
+    elif op == 2 and getattr(e, "ndim", 0) == 1 and len(e):
+        # numpy raises ValueError and memoryview TypeError for read-only memory
+        e[f.r.below(len(e))] = f.r.byte() % 100
+    else:
+        del f.exports[at]
+
+
+@op
+def close(f: Fuzz) -> None:
+    if f.flag():
+        target = f.pick(f.regions)
+    else:
+        a = f.some_array() if f.flag() else f.pick(f.counters)
+        target = None if a is None else a.region
+    if target is None:
+        return
+    if f.flag():
+        target.close()  # idempotent: closing a closed region is fine
+    else:
+        f.use(target)
+        with target:
+            pass
+
+
+@op
+def freeze(f: Fuzz) -> None:
+    target = f.pick(f.regions) if f.flag() else f.some_array()
+    if target is not None:
+        f.use(target)
+        target.freeze()
+
+
+@op
+def pickle_(f: Fuzz) -> None:
+    obj = f.any_object()
+    if obj is None:
+        return
+    by_value = f.flag()
+    protocol = f.r.byte() % (pickle.HIGHEST_PROTOCOL + 1)
+    f.use(obj)
+    if by_value:
+        copy = pickle.loads(pickle.dumps(obj, protocol))
+    else:
+        # by reference: in this process it is the same memory again
+        copy = pickle.loads(ForkingPickler.dumps(obj))
+    f.check_copy(obj, copy)
+
+
+@op
+def atomic(f: Fuzz) -> None:
+    a = f.some_array()
+    if a is None:
+        return
+    op = f.r.byte() % 5
+    n = len(a) if not a.region.closed else 0
+    if op == 0:
+        key = f.key(n)
+        f.use(a)
+        a.atomic_load(key)
+    elif op == 1:
+        key, value = f.key(n), f.value()
+        f.use(a, write=True)
+        a.atomic_store(key, value)
+    elif op == 2:
+        key, value = f.key(n), f.value()
+        f.use(a, write=True)
+        a.atomic_add(key, value)
+    elif op == 3:
+        key, expected, desired = f.key(n), f.value(), f.value()
+        f.use(a, write=True)
+        a.atomic_cas(key, expected, desired)
+    else:
+        count = f.r.below(40)
+        indices = f.source(count, "q") if f.flag() else \
+            [f.r.byte() % (2 * n + 1) - n for _ in range(count)]
+        values = f.value() if f.flag() else f.source(count, a.typecode)
+        if isinstance(indices, cowbuf.Array) and not indices.region.closed and \
+                not a.region.closed and indices.region is a.region:
+            f.events.add("atomic_add_at-aliasing")
+        f.use(a, write=True)
+        a.atomic_add_at(indices, values)
+
+
+@op
+def counter(f: Fuzz) -> None:
+    c = f.pick(f.counters)
+    if c is None:
+        return
+    op = f.r.byte() % 9
+    if op == 7:
+        repr(c)
+        return
+    if op == 8:
+        c.__init__(f.value())  # a second __init__ is refused (TypeError)
+        return
+    args = [f.value() for _ in range(2 if op == 4 else 0 if op == 6 else 1)]
+    f.use(c, write=op != 6)
+    if op == 0:
+        c.add(*args)
+    elif op == 1:
+        c.sub(*args)
+    elif op == 2:
+        c.fetch_add(*args)
+    elif op == 3:
+        c.exchange(*args)
+    elif op == 4:
+        c.compare_exchange(*args)
+    elif op == 5:
+        c.store(*args)
+    else:
+        assert c.load() == c.value == int(c)
+
+
+@op
+def iterate(f: Fuzz) -> None:
+    it = f.pick(f.iterators)
+    if it is not None:
+        for _ in range(f.r.below(8)):
+            next(it, None)
+
+
+@op
+def misuse(f: Fuzz) -> None:
+    op = f.r.byte() % 6
+    if op == 0:
+        f.keep(f.arrays, cowbuf.Array.__new__(cowbuf.Array))
+    elif op == 1:
+        f.keep(f.regions, cowbuf.Region.__new__(cowbuf.Region))
+    elif op == 2:
+        f.keep(f.counters, cowbuf.Counter.__new__(cowbuf.Counter))
+    elif op == 3 and f.regions:
+        f.pick(f.regions).__init__(f.size())
+    elif op == 4:
+        cowbuf.Array()
+    else:
+        cowbuf.array(f.value(), f.value())
+
+
+@op
+def drop(f: Fuzz) -> None:
+    pools = [f.regions, f.arrays, f.counters, f.exports, f.iterators]
+    pool = pools[f.r.below(5)]
+    if pool:
+        del pool[f.r.below(len(pool))]
+    if f.flag():
+        gc.collect()
+
+
+@op
+def cycle(f: Fuzz) -> None:
+    """A reference cycle holding a cowbuf object and, often, a buffer export of it;
+    dropped at once, for the collector to take apart (0.1.0 crashed there, #1)."""
+    obj = f.some_array() if f.flag() else f.pick(f.regions)
+    if obj is None:
+        return
+    items: list[object] = [obj]
+    if f.flag():
+        with contextlib.suppress(*EXPECTED):
+            items.append(memoryview(obj))
+            f.events.add("cycle-with-export")
+    if f.flag():
+        items.append(f.pick(f.exports))
+    Holder(*items)
+    f.events.add("cycle")
+    if f.flag():
+        gc.collect()
+
+
+@op
+def thread(f: Fuzz) -> None:
+    """Start a thread that keeps writing, reading or adding (without the GIL, on large
+    arrays) until the program ends, while the program goes on: closes, freezes and
+    forks race with it."""
+    f.threads = [t for t in f.threads if t.is_alive()]
+    a = f.some_array()
+    if a is None or len(f.threads) >= MAX_THREADS:
+        return
+    t = Worker(a, f.r.byte() % len(Worker.ACTIONS), f.value())
+    f.threads.append(t)
+    f.events.add("thread")
+    t.start()
+
+
+@op
+def join(f: Fuzz) -> None:
+    f.join_threads()
+
+
+@op
+def fork(f: Fuzz) -> None:
+    """A forked child runs steps of its own on everything it inherits (the threads
+    of the parent are gone there, their pins with them), then checks every array."""
+    steps = f.r.raw(4 * (1 + f.r.below(8)))
+    if f.depth or f.children >= MAX_CHILDREN:
+        return
+    f.children += 1
+    f.events.add("fork")
+    # the parent's threads go on writing these (in the child they are not alive)
+    busy = [t.a.region for t in f.threads if t.is_alive()]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with warnings.catch_warnings():
+        # forking while threads run is the point (3.12 warns about it)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            child = Fuzz(steps, depth=1)
+            child.regions, child.arrays = list(f.regions), list(f.arrays)
+            child.counters, child.exports = list(f.counters), list(f.exports)
+            child.allocated = f.allocated
+            child.written_elsewhere = busy
+            child.run()
+            code = 0
+        except BaseException:
+            os.write(2, f"forked child:\n{traceback.format_exc()}".encode())
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise Finding(f"a forked child failed (exit {os.waitstatus_to_exitcode(status)})")
+
+
+@op
+def crafted_by_value(f: Fuzz) -> None:
+    """A pickle that calls a by-value reconstructor with arguments of its own making:
+    unpickled data may be crafted (#4). It raises at once, or makes a consistent object."""
+    kind = f.r.byte() % 3
+    n = f.size()
+    if not f.afford(n if kind < 2 else 0):
+        return
+    data = bytes(n) if isinstance(n, int) and 0 <= n <= MAX_BYTES else f.value()
+    if kind == 0:
+        crafted = Crafted(_core._region_from_bytes, (data, f.flag(), f.flag()))
+    elif kind == 1:
+        tc = TYPECODES[f.r.below(12)] if f.flag() else f.value()
+        crafted = Crafted(_core._array_from_bytes, (tc, data, f.flag(), f.flag()))
+    else:
+        crafted = Crafted(_core._counter_from_value, (f.value(), f.flag(), f.flag()))
+    f.events.add("crafted-by-value")
+    dumps = pickle.dumps if f.flag() else ForkingPickler.dumps
+    made = pickle.loads(dumps(crafted))
+    if isinstance(made, cowbuf.Array):
+        f.check(made)
+        f.keep(f.arrays, made)
+    elif isinstance(made, cowbuf.Counter):
+        assert made.value == int(made)
+        f.keep(f.counters, made)
+    else:
+        assert isinstance(made, cowbuf.Region) and len(memoryview(made)) == made.nbytes
+        f.keep(f.regions, made)
+
+
+@op
+def crafted_by_reference(f: Fuzz) -> None:
+    """A multiprocessing pickle of a reference with a geometry, a route or a token of
+    its own making: it raises, or gives a view inside the memory it names."""
+    kind = f.r.byte() % 4
+    region = f.pick(f.regions) or (f.some_array().region if f.arrays else None)
+    f.events.add("crafted-by-reference")
+    if kind == 3:  # a mapping by a token this process may not have, or a bad route
+        token = bytes(f.r.raw(16))
+        where = (os.getpid(), f.r.below(64), f.integer(), token, f.r.below(64), f.integer(),
+                 f.integer(), f.integer(), f.integer())
+        route = ("token", os.getpid()) if f.flag() else ("proc", where)
+        crafted = Crafted(_sharing._receive, (token, f.integer(), f.flag(), f.flag(), *route))
+        pickle.loads(ForkingPickler.dumps(crafted))
+        return
+    if region is None or region.closed:
+        return
+    if kind == 0:
+        mapping = _core._region_state(region)[0]
+        crafted = Crafted(_core._region_on, (mapping, f.integer(), f.integer(), f.flag()))
+    elif kind == 1:
+        tc = TYPECODES[f.r.below(12)]
+        crafted = Crafted(_core._array_on, (region, tc, f.integer(), f.integer(), f.integer(),
+                                            f.flag()))
+    else:
+        crafted = Crafted(_core._counter_on, (region, f.integer()))
+    made = pickle.loads(ForkingPickler.dumps(crafted))
+    if isinstance(made, cowbuf.Array):
+        f.check(made)
+        f.keep(f.arrays, made)
+    elif isinstance(made, cowbuf.Counter):
+        assert made.value == int(made)
+        f.keep(f.counters, made)
+    else:
+        assert isinstance(made, cowbuf.Region)
+        assert len(memoryview(made)) == made.nbytes
+        f.keep(f.regions, made)
+
+
+# The steps a Sneaky number may run in the middle of a call.
+DISRUPTIONS = [close, freeze, drop, use_export, export, slice_]
+
+
+class Worker(threading.Thread):
+    """A thread that repeats one action on an array until told to stop: the long ones
+    run without the GIL on large arrays. Documented exceptions are fine (the array is
+    closed or frozen under it); anything else is kept for join_threads()."""
+
+    ACTIONS = ("fill", "sum", "add_at", "assign", "tobytes", "numpy")
+
+    def __init__(self, a: cowbuf.Array, action: int, value: object) -> None:
+        super().__init__(daemon=True)
+        self.a = a
+        self.action = self.ACTIONS[action]
+        self.value = value if isinstance(value, int) and -100 < value < 100 else 1
+        self.stop = False
+        self.error: str | None = None
+
+    def run(self) -> None:
+        try:
+            for _ in range(2000):
+                if self.stop:
+                    return
+                with contextlib.suppress(*EXPECTED):
+                    self.once()
+        except BaseException:
+            self.error = traceback.format_exc()
+
+    def once(self) -> None:
+        a = self.a
+        if self.action == "fill":
+            a.fill(abs(self.value))
+        elif self.action == "sum":
+            a.sum()
+        elif self.action == "add_at":
+            n = len(a)
+            if numpy is not None and n:
+                a.atomic_add_at(numpy.arange(4096) % n, self.value)
+        elif self.action == "assign":
+            if numpy is not None:
+                a[:] = numpy.zeros(len(a), dtype=a.typecode)
+        elif self.action == "tobytes":
+            a.tobytes()
+        elif numpy is not None:
+            n = numpy.asarray(a)
+            if n.size and n.flags.writeable:
+                n[-1] = 0
+            del n
+
+
+def test_one_input(data: bytes) -> set[str]:
+    """Run one program; return the events it met (for the corpus tests)."""
+    f = Fuzz(data)
+    f.run()
     # dropping everything releases every mapping except the current arena and the
     # outbox of by-reference sends (checked over many inputs by the torture tests)
+    return f.events
 
 
 def _inputs(paths: list[str]) -> list[Path]:
@@ -551,9 +968,9 @@ def main(argv: list[str]) -> None:
     # extension gives none (that needs clang's -fsanitize=fuzzer-no-link).
     for obj in list(globals().values()):
         functions = vars(obj).values() if isinstance(obj, type) else [obj]
-        for f in functions:
-            if inspect.isfunction(f) and f.__module__ == __name__:
-                atheris.instrument_func(f)
+        for fn in functions:
+            if inspect.isfunction(fn) and fn.__module__ == __name__:
+                atheris.instrument_func(fn)
     atheris.Setup(argv, test_one_input)
     atheris.Fuzz()
 

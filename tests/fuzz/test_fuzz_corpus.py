@@ -4,12 +4,16 @@ regression tests, and the target itself keeps working."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import fuzz_api
 import pytest
 
 CORPUS = sorted((Path(__file__).parent / "corpus").iterdir())
+# Inputs named after the bug they found, and the event of the target that shows
+# they still reach it.
+REGRESSIONS = {"atomic-add-at-aliasing": "atomic_add_at-aliasing"}
 
 
 @pytest.mark.parametrize("chunk", range(4))
@@ -21,6 +25,16 @@ def test_seed_corpus_runs_clean(chunk: int) -> None:
             raise AssertionError(f"{path.name}: {exc!r}") from exc
 
 
-def test_seed_corpus_holds_the_inputs_that_found_bugs() -> None:
-    names = {p.name for p in CORPUS}
-    assert {"atomic-add-at-aliasing"} <= names
+def test_seed_corpus_reaches_threads_forks_cycles_and_crafted_pickles() -> None:
+    events: Counter[str] = Counter()
+    for path in CORPUS[::7]:
+        events.update(fuzz_api.test_one_input(path.read_bytes()))
+    for event in ("thread", "fork", "cycle", "cycle-with-export", "crafted-by-value",
+                  "crafted-by-reference"):
+        assert events[event] >= 3, events
+
+
+@pytest.mark.parametrize("name", REGRESSIONS)
+def test_seed_corpus_holds_the_inputs_that_found_bugs(name: str) -> None:
+    path = Path(__file__).parent / "corpus" / name
+    assert REGRESSIONS[name] in fuzz_api.test_one_input(path.read_bytes())
