@@ -16,6 +16,7 @@ import struct
 import sys
 import threading
 import weakref
+from pathlib import Path
 
 import pytest
 from helpers import Sneaky, int_range, run_python
@@ -1301,3 +1302,20 @@ def test_close_during_gil_free_writes_never_unmaps_the_memory_under_them():
                 thread.join()
         print("ok")
     """, timeout=300)
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "array.md"
+
+
+@pytest.mark.skipif(not DOCS.exists(), reason="needs the source tree's docs/")
+def test_every_difference_from_array_array_names_a_test_that_exists():
+    text = DOCS.read_text()
+    table = text.split("## Differences from array.array", 1)[1]
+    rows = [line for line in table.splitlines() if line.startswith("| ")][2:]
+    assert len(rows) >= 15
+    for row in rows:
+        assert re.search(r"tests/test_\w+\.py::test_\w+", row), f"a row without a test: {row}"
+    # and every test the page names exists
+    for path, name in re.findall(r"(tests/test_\w+\.py)::(test_\w+)", text):
+        source = (DOCS.parent.parent / path).read_text()
+        assert re.search(rf"^def {name}\(|^{name} = ", source, re.M), f"{path}::{name}"
