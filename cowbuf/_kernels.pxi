@@ -500,17 +500,24 @@ cdef void _byteswap_lines(const _Strided* s) noexcept nogil:
                 (<uint64_t*>(p + i * stride))[0] = _bswap64((<uint64_t*>(p + i * stride))[0])
 
 
-cdef void _reverse_c(char* p, Py_ssize_t n, Py_ssize_t stride, Py_ssize_t size) noexcept nogil:
-    """Reverse n items of `size` bytes spaced `stride` apart, in place."""
-    cdef char tmp[8]
-    cdef char* q = p + (n - 1) * stride
+cdef void _reverse_k(num_t* p, Py_ssize_t n, Py_ssize_t step) noexcept nogil:
+    cdef num_t* q = p + (n - 1) * step
+    cdef num_t x
     cdef Py_ssize_t i
     for i in range(n // 2):
-        memcpy(tmp, p, size)
-        memcpy(p, q, size)
-        memcpy(q, tmp, size)
-        p += stride
-        q -= stride
+        x = p[i * step]
+        p[i * step] = q[-i * step]
+        q[-i * step] = x
+
+
+cdef void _reverse_c(char* p, Py_ssize_t n, Py_ssize_t stride, Py_ssize_t size) noexcept nogil:
+    """Reverse n items of `size` bytes spaced `stride` apart, in place (the bits
+    moved as unsigned integers of that size)."""
+    cdef Py_ssize_t step = stride // size
+    if size == 1: _reverse_k(<unsigned char*>p, n, step)
+    elif size == 2: _reverse_k(<unsigned short*>p, n, step)
+    elif size == 4: _reverse_k(<unsigned int*>p, n, step)
+    else: _reverse_k(<unsigned long long*>p, n, step)
 
 
 # -- search ---------------------------------------------------------------------------
@@ -518,12 +525,19 @@ cdef void _reverse_c(char* p, Py_ssize_t n, Py_ssize_t stride, Py_ssize_t size) 
 cdef Py_ssize_t _find_k(const num_t* p, Py_ssize_t n, Py_ssize_t step, num_t v,
                         bint count) noexcept nogil:
     cdef Py_ssize_t i, found = 0
+    if count:
+        # without a branch per item, so that the loop vectorises
+        if step == 1:
+            for i in range(n):
+                found += p[i] == v
+        else:
+            for i in range(n):
+                found += p[i * step] == v
+        return found
     for i in range(n):
         if p[i * step] == v:
-            if not count:
-                return i
-            found += 1
-    return found if count else -1
+            return i
+    return -1
 
 
 cdef Py_ssize_t _find(char tc, const char* p, Py_ssize_t n, Py_ssize_t stride, _Value v,
@@ -552,6 +566,10 @@ cdef Py_ssize_t _find(char tc, const char* p, Py_ssize_t n, Py_ssize_t stride, _
 # foreign buffer (an array.array, a memoryview), whose items need not be aligned:
 # they read each item through memcpy into a _Num, and follow Python's rules for
 # numbers, so that an int and a float are equal when Python says they are.
+
+# Bytes that _first_difference compares with one memcmp before it looks closer.
+cdef Py_ssize_t COMPARE_BLOCK = 4096
+
 
 cdef struct _Num:
     bint real           # a floating-point number, in d; else an integer
@@ -634,7 +652,7 @@ cdef Py_ssize_t _first_difference(const _Strided* a, const _Strided* b,
     unequal, or -1. a and b have the same shape but for the last axis, of which n
     items are compared."""
     cdef int last = a.ndim - 1
-    cdef Py_ssize_t k, i, j, size = _itemsize(a.tc)
+    cdef Py_ssize_t k, i, j, m, size = _itemsize(a.tc)
     cdef Py_ssize_t sa = a.strides[last], sb = b.strides[last]
     cdef bint same_bits = (a.tc == b.tc and not _is_float(a.tc) and sa == size
                            and sb == size)
@@ -645,12 +663,17 @@ cdef Py_ssize_t _first_difference(const _Strided* a, const _Strided* b,
         pa = _line_at(a, k)
         pb = _line_at(b, k)
         if same_bits:
-            # integers of one type: equal exactly when their bytes are
-            if memcmp(pa, pb, n * size) == 0:
-                continue
-            for j in range(n * size):
-                if pa[j] != pb[j]:
+            # integers of one type: equal exactly when their bytes are, so compare
+            # blocks with memcmp, and look into the first block that differs
+            j = 0
+            while j < n * size:
+                m = min(COMPARE_BLOCK, n * size - j)
+                if memcmp(pa + j, pb + j, m):
+                    while pa[j] == pb[j]:
+                        j += 1
                     return k * n + j // size
+                j += m
+            continue
         for i in range(n):
             _read_num(a.tc, pa + i * sa, &x)
             _read_num(b.tc, pb + i * sb, &y)
