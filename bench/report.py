@@ -20,6 +20,7 @@ import sys
 from typing import Any
 
 import bench_access
+import bench_arrayops
 import bench_counters
 import bench_handoff
 import bench_scaling
@@ -29,11 +30,12 @@ from _common import fmt_mb, fmt_time, table
 FORMATTERS = {
     "gunicorn": gunicorn_memory.format_result,
     "access": bench_access.format_result,
+    "arrayops": bench_arrayops.format_result,
     "counters": bench_counters.format_result,
     "handoff": bench_handoff.format_result,
     "scaling": bench_scaling.format_result,
 }
-ORDER = ["gunicorn", "access", "counters", "handoff", "scaling"]
+ORDER = ["gunicorn", "access", "arrayops", "counters", "handoff", "scaling"]
 PHASE_COLORS = {"boot": "#dddddd", "idle": "#f4f4f4", "read": "#ffe3c2", "load": "#dcebfa"}
 
 
