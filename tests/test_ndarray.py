@@ -633,3 +633,84 @@ def test_integer_ranges_hold_in_n_d_sums():
         a = cowbuf.array(tc, [high] * 60 + [low] * 60, shape=(10, 12))
         assert a.sum() == 60 * high + 60 * low
         assert a[:, ::5].sum() == sum(np.array(a.tolist(), dtype=object)[:, ::5].ravel())
+
+
+def test_random_programs_of_array_operations_never_crash():
+    # every operation of docs/array.md on views of every shape, interleaved with
+    # close(), freeze(), exports and pickling: exceptions of the documented types,
+    # never a crash. In an interpreter of its own: a crash must not take the run.
+    run_python("""
+        import io, pickle, random, gc
+        import numpy as np
+        import cowbuf
+        from multiprocessing.reduction import ForkingPickler
+
+        EXPECTED = (ValueError, TypeError, IndexError, OverflowError, BufferError,
+                    MemoryError)
+        rng = random.Random(20261202)
+        arrays, exports = [], []
+
+        def pick():
+            if not arrays:
+                make()
+            return rng.choice(arrays)
+
+        def key(a):
+            parts = []
+            for extent in a.shape[:rng.randint(0, a.ndim + 1)]:
+                if rng.random() < 0.4:
+                    parts.append(rng.randint(-extent - 1, extent))
+                else:
+                    stop = rng.choice([None, rng.randint(-5, 5)])
+                    parts.append(slice(rng.randint(-5, 5), stop, rng.choice([1, -1, 2, -3, 7])))
+            return tuple(parts) if rng.random() < 0.7 else (parts[0] if parts else 0)
+
+        def keep(x):  # a view (not an item)
+            if isinstance(x, cowbuf.Array):
+                arrays.append(x)
+
+        def make():
+            tc = rng.choice(cowbuf.TYPECODES)
+            shape = tuple(rng.randint(0, 4) for _ in range(rng.randint(1, 4)))
+            n = 1
+            for extent in shape:
+                n *= extent
+            arrays.append(cowbuf.array(tc, [i % 100 for i in range(n)], shape=shape))
+
+        steps = [
+            make, make,
+            lambda: keep(pick()[key(pick())]),
+            lambda: arrays.append(pick().reshape(-1)),
+            lambda: arrays.append(pick().toreadonly()),
+            lambda: pick().region.close(),
+            lambda: pick().freeze(),
+            lambda: exports.append(memoryview(pick())),
+            lambda: exports.append(np.asarray(pick())),
+            lambda: exports.pop() if exports else None,
+            lambda: pick().__setitem__(key(pick()), rng.choice([0, [1, 2], [[1, 2]], 1.5])),
+            lambda: pick().count(rng.choice([0, 1, 1.0, "x", None])),
+            lambda: pick().index(1, rng.randint(-3, 3)),
+            lambda: rng.choice([0, 1]) in pick(),
+            lambda: pick() == pick(), lambda: pick() < pick(), lambda: hash(pick()),
+            lambda: arrays.append(pick() + pick()),
+            lambda: arrays.append(rng.randint(-1, 3) * pick()),
+            lambda: pick().reverse(), lambda: pick().byteswap(), lambda: pick().fill(1),
+            lambda: pick().tofile(io.BytesIO()), lambda: repr(pick()), lambda: pick().tolist(),
+            lambda: (pick().sum(), pick().min(), pick().max(), pick().tobytes()),
+            lambda: pick().buffer_info(),
+            lambda: arrays.append(pickle.loads(pickle.dumps(pick(), rng.randint(0, 5)))),
+            lambda: arrays.append(pickle.loads(ForkingPickler.dumps(pick()))),
+            lambda: list(pickle.loads(pickle.dumps(iter(pick())))),
+            lambda: arrays.append(cowbuf.array(rng.choice("bqd"), pick())),
+            lambda: arrays.remove(pick()),
+            gc.collect,
+        ]
+        for _ in range(4000):
+            try:
+                rng.choice(steps)()
+            except EXPECTED:
+                pass
+            if len(arrays) > 60:
+                del arrays[:30]
+        print("ok")
+    """, timeout=300)
