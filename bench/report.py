@@ -22,6 +22,7 @@ from typing import Any
 import bench_access
 import bench_arrayops
 import bench_counters
+import bench_ecosystem
 import bench_handoff
 import bench_scaling
 import gunicorn_memory
@@ -33,9 +34,10 @@ FORMATTERS = {
     "arrayops": bench_arrayops.format_result,
     "counters": bench_counters.format_result,
     "handoff": bench_handoff.format_result,
+    "ecosystem": bench_ecosystem.format_result,
     "scaling": bench_scaling.format_result,
 }
-ORDER = ["gunicorn", "access", "arrayops", "counters", "handoff", "scaling"]
+ORDER = ["gunicorn", "access", "arrayops", "counters", "handoff", "ecosystem", "scaling"]
 PHASE_COLORS = {"boot": "#dddddd", "idle": "#f4f4f4", "read": "#ffe3c2", "load": "#dcebfa"}
 
 

@@ -31,6 +31,16 @@ cdef char* _strided(Array a, _Strided* s) except NULL:
     return s.buf
 
 
+cdef bytearray _gathered(Array a):
+    """The items of `a` in a new bytearray, in C order."""
+    cdef _Strided s
+    cdef bytearray out = bytearray(_nitems_of(a) * a._itemsize)
+    cdef char* dst = out
+    _strided(a, &s)  # the allocation may have run a close()
+    _gather_lines(dst, &s)
+    return out
+
+
 # no_gc: an Array refers only to its Region (see Region): never cleared by the collector
 # before the buffers exported from it are released.
 @cython.no_gc
@@ -533,12 +543,15 @@ cdef class Array:
     def __reduce_ex__(self, protocol):
         # By value for plain pickle and cloudpickle; cowbuf._sharing registers a
         # by-reference reducer with multiprocessing's pickler.
-        self._base()
-        if protocol >= 5 and _c_contiguous(self):
-            data = PickleBuffer(self)
-        else:
+        cdef bint frozen = self._region._live().readonly
+        if protocol < 5:
             data = self.tobytes()
-        args = (chr(self._typecode), data, self._region.frozen, self._readonly)
+        elif _c_contiguous(self):
+            data = PickleBuffer(self)  # out of band with buffer_callback: no copy
+        else:
+            # one contiguous buffer, as writable as the array, to go out of band too
+            data = PickleBuffer(self.tobytes() if frozen else _gathered(self))
+        args = (chr(self._typecode), data, frozen, self._readonly)
         if self._ndim > 1:
             args += (_shape_tuple(self),)
         return (_array_from_bytes, args)

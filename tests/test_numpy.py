@@ -142,8 +142,8 @@ def test_close_refused_while_a_numpy_view_lives():
     a.region.close()
     with pytest.raises(ValueError):
         np.frombuffer(a, dtype="q")
-    with pytest.raises(ValueError):  # not a 0-d object array wrapping it
-        np.asarray(a)
+    with pytest.raises(ValueError, match="closed region"):
+        np.asarray(a)  # not a 0-d object array
 
 
 # -- cowbuf.array from numpy -------------------------------------------------------
