@@ -1266,6 +1266,18 @@ def test_iterators_pickle_with_their_position(protocol):
         it.__setstate__("1")
 
 
+def test_small_arrays_unpickled_by_value_are_carved_from_an_arena():
+    # as cowbuf.array() carves them: a hundred thousand of them must not cost a
+    # hundred thousand fds and mappings
+    from cowbuf import _core
+
+    small = pickle.loads(pickle.dumps(cowbuf.array("q", range(10))))
+    large = pickle.loads(pickle.dumps(cowbuf.array("q", range(10_000))))
+    assert small.tolist() == list(range(10)) and large.sum() == sum(range(10_000))
+    assert _core._region_state(small.region)[0].arena
+    assert not _core._region_state(large.region)[0].arena
+
+
 # -- GIL-free writes and a close from another thread ----------------------------------------
 
 def test_close_during_gil_free_writes_never_unmaps_the_memory_under_them():

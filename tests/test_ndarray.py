@@ -502,6 +502,24 @@ def test_pickle_by_value_keeps_the_shape(protocol):
     assert b.region.frozen and b.shape == (3, 4, 2)
 
 
+@pytest.mark.parametrize("view", ["whole", "strided"])
+def test_pickle_protocol_5_out_of_band_keeps_the_shape(view):
+    a, n = grid("d", (300, 40))
+    obj = a if view == "whole" else a[::-2, 3::5]
+    buffers = []
+    data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    assert len(buffers) == 1 and buffers[0].raw().nbytes == obj.nbytes
+    if view == "whole":  # the array's own memory leaves, not a copy
+        assert np.shares_memory(np.asarray(buffers[0].raw()), np.asarray(a))
+    copy = pickle.loads(data, buffers=buffers)  # a writable buffer: copied
+    assert copy.shape == obj.shape and copy == obj and copy.region is not a.region
+    # a read-only buffer (an object store's) comes back wrapped, frozen, still shaped
+    frozen = bytes(buffers[0].raw())
+    wrapped = pickle.loads(data, buffers=[memoryview(frozen)])
+    assert wrapped.shape == obj.shape and wrapped == obj and wrapped.readonly
+    assert np.shares_memory(np.asarray(wrapped), np.frombuffer(frozen, np.uint8))
+
+
 def test_pickle_of_another_version_without_a_shape_is_one_dimensional():
     # pickles written before N-d arrays have four arguments
     b = _core._array_from_bytes("q", pyarray.array("q", range(4)).tobytes(), False, False)
