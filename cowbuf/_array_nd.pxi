@@ -138,6 +138,24 @@ cdef object _subscript(Array a, tuple key, Py_ssize_t* delta):
     cdef Py_ssize_t strides[MAX_NDIM]
     cdef Py_ssize_t offset = 0, start, stop, step, n, i
     cdef int d = 0, out = 0
+    if len(key) == a._ndim:
+        # a[i, j]: one exact int per dimension, read as a[i] reads its int
+        for d in range(a._ndim):
+            k = key[d]
+            if not PyLong_CheckExact(k):
+                break
+            i = cowbuf_exact_index(k)
+            if i < 0:
+                i += a._shape[d]
+            if <size_t>i >= <size_t>a._shape[d]:
+                raise IndexError("array index out of range")
+            offset += i * a._strides[d]
+        else:
+            a._base()
+            delta[0] = offset
+            return None
+        offset = 0
+        d = 0
     if len(key) > a._ndim:
         raise IndexError(
             f"too many indices for an array of {a._ndim} dimension"

@@ -301,14 +301,27 @@ cdef object _concat(object x, object y):
             memcpy(dims, vx.shape, ndim * sizeof(Py_ssize_t))
             dims[0] += vy.shape[0]
             region = _allocate(vx.len + vy.len, vx.len + vy.len >= PAGE)
-            PyBuffer_ToContiguous(region._addr, &vx, vx.len, b'C')
-            PyBuffer_ToContiguous(region._addr + vx.len, &vy, vy.len, b'C')
+            _copy_out(region._addr, &vx)
+            _copy_out(region._addr + vx.len, &vy)
         finally:
             PyBuffer_Release(&vy)
     finally:
         PyBuffer_Release(&vx)
     return _c_order_view(_array_view(region, tc, 0, dims[0], _itemsize(tc), False),
                          ndim, dims)
+
+
+cdef int _copy_out(char* dst, Py_buffer* view) except -1:
+    """The items of a buffer, in C order, at dst: without the GIL when they are one
+    large block (the buffer is held, so its memory stays)."""
+    if not PyBuffer_IsContiguous(view, b'C'):
+        return PyBuffer_ToContiguous(dst, view, view.len, b'C')
+    if view.len >= NOGIL_BYTES:
+        with nogil:
+            memcpy(dst, view.buf, view.len)
+    else:
+        memcpy(dst, view.buf, view.len)
+    return 0
 
 
 cdef void _repeat_c(char* dst, const _Strided* s, Py_ssize_t n,
