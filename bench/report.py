@@ -20,6 +20,7 @@ import sys
 from typing import Any
 
 import bench_access
+import bench_arrayops
 import bench_counters
 import bench_demo
 import bench_ecosystem
@@ -32,12 +33,14 @@ FORMATTERS = {
     "demo": bench_demo.format_result,
     "gunicorn": gunicorn_memory.format_result,
     "access": bench_access.format_result,
+    "arrayops": bench_arrayops.format_result,
     "counters": bench_counters.format_result,
     "handoff": bench_handoff.format_result,
     "ecosystem": bench_ecosystem.format_result,
     "scaling": bench_scaling.format_result,
 }
-ORDER = ["demo", "gunicorn", "access", "counters", "handoff", "ecosystem", "scaling"]
+ORDER = ["demo", "gunicorn", "access", "arrayops", "counters", "handoff", "ecosystem",
+         "scaling"]
 PHASE_COLORS = {"boot": "#dddddd", "idle": "#f4f4f4", "read": "#ffe3c2", "load": "#dcebfa"}
 
 

@@ -27,13 +27,15 @@ BENCHMARKS = {
     "demo": ("bench_demo.py", "python -m cowbuf.demo, the README's quick start"),
     "gunicorn": ("gunicorn_memory.py", "the article's experiment on real gunicorn"),
     "access": ("bench_access.py", "element access against pure-Python mmap and peers"),
+    "arrayops": ("bench_arrayops.py", "array.array's operations and N-d indexing"),
     "counters": ("bench_counters.py", "shared counters and bulk atomic adds"),
     "handoff": ("bench_handoff.py", "handing an 80 MB array to a pool worker"),
     "scaling": ("bench_scaling.py", "memory and read time against workers and data size"),
     "ecosystem": ("bench_ecosystem.py", "joblib, pickle protocol 5 and Ray"),
 }
 # cheap first, so that a broken setup shows in seconds
-ORDER = ["access", "counters", "handoff", "ecosystem", "demo", "gunicorn", "scaling"]
+ORDER = ["access", "arrayops", "counters", "handoff", "ecosystem", "demo", "gunicorn",
+         "scaling"]
 
 
 def run_one(name: str, mode: list[str], index: int, count: int, t_start: float,

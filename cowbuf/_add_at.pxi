@@ -301,7 +301,8 @@ cdef int _atomic_add_at(Array a, object indices, object values) except -1:
     cdef _IntBuf* vbuf = &vals.buf if vals is not None else NULL
     cdef bint big = n >= 4096
     cdef bint unsigned_target = _is_unsigned(a._typecode)
-    cdef _Mapping keep = a._region._live()  # mapped while the GIL is dropped
+    # pinned against a freeze, and mapped even if another thread closes the region
+    cdef _Mapping keep = a._region._live()
     a._region._acquire(_PIN | _WRITE)
     try:
         if big:

@@ -1,16 +1,44 @@
-# Array: typed, fixed-length views on a Region.
+# Array: typed, fixed-length views on a Region, of one dimension or more. Its
+# iterators are in _array_iter.pxi; views, indexing by tuples, reshaping and slice
+# assignment in _array_nd.pxi; what else array.array does (comparison, search, byte
+# order, files, concatenation, repr) in _array_ops.pxi; the loops in _kernels.pxi.
+
+from collections.abc import Sequence as _Sequence
+
 
 cdef Array _array_view(Region region, char tc, Py_ssize_t offset, Py_ssize_t length,
                        Py_ssize_t stride, bint readonly):
+    """A one-dimensional view."""
     cdef Array view = Array.__new__(Array)
     view._region = region
     view._typecode = tc
     view._itemsize = _itemsize(tc)
     view._offset = offset
-    view._length = length
-    view._stride = stride
+    view._ndim = 1
+    view._length = view._shape[0] = length
+    view._stride = view._strides[0] = stride
     view._readonly = readonly
     return view
+
+
+cdef char* _strided(Array a, _Strided* s) except NULL:
+    """The items of `a`, for the loops of _kernels.pxi; ValueError if closed."""
+    s.buf = a._base()
+    s.tc = a._typecode
+    s.ndim = a._ndim
+    memcpy(s.shape, a._shape, a._ndim * sizeof(Py_ssize_t))
+    memcpy(s.strides, a._strides, a._ndim * sizeof(Py_ssize_t))
+    return s.buf
+
+
+cdef bytearray _gathered(Array a):
+    """The items of `a` in a new bytearray, in C order."""
+    cdef _Strided s
+    cdef bytearray out = bytearray(_nitems_of(a) * a._itemsize)
+    cdef char* dst = out
+    _strided(a, &s)  # the allocation may have run a close()
+    _gather_lines(dst, &s)
+    return out
 
 
 # no_gc: an Array refers only to its Region (see Region): never cleared by the collector
@@ -21,7 +49,9 @@ cdef class Array:
     """A typed, fixed-length view on shared memory, with the typecodes of
     array.array: b B h H i I l L q Q f d.
 
-    Made by cowbuf.array() (on a region of its own) or Region.view(). Indexing,
+    Made by cowbuf.array() (on a region of its own) or Region.view(). It behaves as
+    an array.array that cannot grow or shrink; it may have more than one dimension
+    (a.shape, a.reshape()), and then a[i] is a row and a[i, j] an item. Indexing,
     slicing (slices are views on the same memory, not copies), iteration and the
     buffer protocol (zero-copy with numpy and memoryview) never touch a Python
     object header in the shared memory, so reading it from forked workers does not
@@ -30,6 +60,8 @@ cdef class Array:
 
     def __cinit__(self):
         self._region = _NO_REGION
+        self._ndim = 1
+        self._hash = -1
 
     def __init__(self, *args, **kwargs):
         raise TypeError("Arrays are made by cowbuf.array(typecode, init) or Region.view()")
@@ -48,6 +80,14 @@ cdef class Array:
         if self._readonly:
             raise TypeError("cannot modify read-only memory: the array is a read-only view")
         self._region._check_writable()
+        return 0
+
+    cdef int _check_1d(self, str what) except -1:
+        if self._ndim != 1:
+            raise TypeError(
+                f"{what} works on one-dimensional arrays, not on shape "
+                f"{_shape_tuple(self)} (a.reshape(-1) is a flat view of a C-contiguous "
+                "array)")
         return 0
 
     cdef Py_ssize_t _index(self, object key) except? -1:
@@ -77,11 +117,19 @@ cdef class Array:
                 i += self._length
             if <size_t>i >= <size_t>self._length:
                 raise IndexError("array index out of range")
-            return _load(self._typecode, addr + self._offset + i * self._stride)
+            if self._ndim == 1:
+                return _load(self._typecode, addr + self._offset + i * self._stride)
+            return _row(self, i)
         self._base()
         if PySlice_Check(key):
             return self._slice(key)
+        if isinstance(key, tuple):
+            view = _subscript(self, key, &i)
+            # __index__ may have closed the region
+            return view if view is not None else _load(self._typecode, self._base() + i)
         i = self._index(key)
+        if self._ndim > 1:
+            return _row(self, i)
         # __index__ may have closed the region
         return _load(self._typecode, self._base() + i * self._stride)
 
@@ -90,18 +138,33 @@ cdef class Array:
         cdef _Value v
         self._check_writable()
         if PySlice_Check(key):
-            self._assign_slice(key, value)
+            if self._ndim == 1:
+                _assign_slice(self, key, value)
+            else:
+                _assign_view(self._slice(key), value)
             return
-        i = self._index(key)
+        if isinstance(key, tuple):
+            view = _subscript(self, key, &i)
+            if view is not None:
+                _assign_view(view, value)
+                return
+        else:
+            i = self._index(key)
+            if self._ndim > 1:
+                _assign_view(_row(self, i), value)
+                return
+            i *= self._stride
         _convert(self._typecode, value, &v)
         self._check_writable()  # __index__/__float__ may have closed or frozen it
-        _store(self._typecode, self._base() + i * self._stride, v)
+        _store(self._typecode, self._base() + i, v)
 
     def __delitem__(self, key):
         raise TypeError("an Array has a fixed length: items cannot be deleted")
 
     cdef Array _slice(self, object key):
         cdef Py_ssize_t start, stop, step, n
+        if self._ndim > 1:
+            return _subscript(self, (key,), &n)
         PySlice_Unpack(key, &start, &stop, &step)
         n = PySlice_AdjustIndices(self._length, &start, &stop, step)
         self._base()
@@ -112,114 +175,95 @@ cdef class Array:
                            n, self._stride * step if n > 1 else self._itemsize,
                            self._readonly)
 
-    cdef int _assign_slice(self, object key, object value) except -1:
-        cdef Py_ssize_t start, stop, step, n, count
-        cdef Py_ssize_t size = self._itemsize
-        cdef char tc = self._typecode
-        cdef Py_buffer src
-        cdef char* tmp = NULL
-        cdef char* dst
-        cdef _Value v
-        cdef bint big
-        cdef _Mapping keep
-        PySlice_Unpack(key, &start, &stop, &step)
-        n = PySlice_AdjustIndices(self._length, &start, &stop, step)
-        cdef Py_ssize_t dst_stride = self._stride * step if n > 1 else size
-        cdef Py_ssize_t dst_offset = start * self._stride if n else 0
-        if PyObject_CheckBuffer(value):
-            PyObject_GetBuffer(value, &src, PyBUF_RECORDS_RO)
-            try:
-                _check_format(tc, &src, "cannot assign to the array slice")
-                count = src.len // size
-                if count != n:
-                    raise ValueError(
-                        f"cannot assign {count} items to an array slice of {n} items")
-                self._check_writable()
-                dst = self._base() + dst_offset
-                big = n * size >= NOGIL_BYTES
-                keep = self._region._live()  # mapped while the GIL is dropped
-                self._region._acquire(_PIN | _WRITE)
-                try:
-                    if dst_stride == size and PyBuffer_IsContiguous(&src, b'C'):
-                        if big:
-                            with nogil:
-                                memmove(dst, src.buf, n * size)
-                        else:
-                            memmove(dst, src.buf, n * size)
-                    else:
-                        # staged through a private copy: the two may overlap
-                        tmp = <char*>PyMem_Malloc(n * size + 1)
-                        if tmp == NULL:
-                            raise MemoryError()
-                        PyBuffer_ToContiguous(tmp, &src, n * size, b'C')
-                        if big:
-                            with nogil:
-                                _scatter(dst, tmp, n, dst_stride, size)
-                        else:
-                            _scatter(dst, tmp, n, dst_stride, size)
-                finally:
-                    self._region._release(_PIN | _WRITE)
-            finally:
-                PyMem_Free(tmp)
-                PyBuffer_Release(&src)
-            return 0
-        if isinstance(value, (str, int, float)):
-            raise TypeError(
-                f"can only assign an iterable or a buffer to an array slice, not "
-                f"{type(value).__name__} (use fill() to set every item to one value)")
-        items = value if isinstance(value, (list, tuple)) else list(value)
-        if len(items) != n:
-            raise ValueError(f"cannot assign {len(items)} items to an array slice of {n} items")
-        tmp = <char*>PyMem_Malloc(n * size + 1)
-        if tmp == NULL:
-            raise MemoryError()
-        try:
-            count = 0
-            for item in items:
-                if count == n:
-                    break
-                _convert(tc, item, &v)
-                _store(tc, tmp + count * size, v)
-                count += 1
-            if count != n:
-                raise ValueError("the sequence changed size during the assignment")
-            self._check_writable()  # the conversions ran Python code
-            _scatter(self._base() + dst_offset, tmp, n, dst_stride, size)
-        finally:
-            PyMem_Free(tmp)
-        return 0
-
     def __iter__(self):
         self._base()
+        if self._ndim > 1:
+            return _rows(self, False)
         cdef _ArrayIterator it = _ArrayIterator.__new__(_ArrayIterator)
         it._region = self._region
         it._typecode = self._typecode
         it._offset = self._offset
         it._stride = self._stride
         it._length = self._length
+        it._readonly = self._readonly
         return it
 
     def __reversed__(self):
         self._base()
+        if self._ndim > 1:
+            return _rows(self, True)
         cdef _ArrayIterator it = _ArrayIterator.__new__(_ArrayIterator)
         it._region = self._region
         it._typecode = self._typecode
         it._offset = self._offset + (self._length - 1) * self._stride
         it._stride = -self._stride
         it._length = self._length
+        it._readonly = self._readonly
         return it
 
+    def __contains__(self, x):
+        return _contains(self, x)
+
+    def count(self, x, /):
+        """How many items equal x."""
+        return _search(self, x, 0, sys.maxsize, True)
+
+    def index(self, x, start=0, stop=sys.maxsize, /):
+        """The position of the first item equal to x, from start (included) to stop
+        (excluded), which count from the end if negative. ValueError if there is
+        none."""
+        cdef Py_ssize_t i = _search(self, x, start, stop, False)
+        if i < 0:
+            raise ValueError("array.index(x): x not in array")
+        return i
+
+    # -- comparison: item by item, as array.array compares (_array_ops.pxi)
+
     def __eq__(self, other):
-        if not isinstance(other, Array):
-            return NotImplemented
-        return _equal(self, <Array>other)
+        return _compare(self, other, Py_EQ)
 
     def __ne__(self, other):
-        if not isinstance(other, Array):
-            return NotImplemented
-        return not _equal(self, <Array>other)
+        return _compare(self, other, Py_NE)
 
-    __hash__ = None
+    def __lt__(self, other):
+        return _compare(self, other, Py_LT)
+
+    def __le__(self, other):
+        return _compare(self, other, Py_LE)
+
+    def __gt__(self, other):
+        return _compare(self, other, Py_GT)
+
+    def __ge__(self, other):
+        return _compare(self, other, Py_GE)
+
+    def __hash__(self):
+        # by value, like bytes: only frozen memory cannot change under a dict
+        return _hash(self)
+
+    # -- new arrays: a + b, n * a
+
+    def __add__(self, other):
+        return _concat(self, other)
+
+    def __radd__(self, other):
+        return _concat(other, self)
+
+    def __mul__(self, n):
+        return _repeat(self, n)
+
+    def __rmul__(self, n):
+        return _repeat(self, n)
+
+    def __iadd__(self, other):
+        raise TypeError(
+            "an Array has a fixed length: += cannot extend it (a + b is a new Array; "
+            "a[i:j] = b writes into this one)")
+
+    def __imul__(self, n):
+        raise TypeError(
+            "an Array has a fixed length: *= cannot repeat it in place (n * a is a new "
+            "Array)")
 
     # Array[int], Array[float] in annotations evaluated at run time: the stubs
     # make Array generic in its item type.
@@ -239,9 +283,19 @@ cdef class Array:
 
     @property
     def nbytes(self):
-        """Size of the items in bytes (len(a) * a.itemsize)."""
+        """Size of the items in bytes (the number of items times a.itemsize)."""
         self._base()
-        return self._length * self._itemsize
+        return _nitems_of(self) * self._itemsize
+
+    @property
+    def shape(self):
+        """The extent of each dimension: (len(a),) for a one-dimensional array."""
+        return _shape_tuple(self)
+
+    @property
+    def ndim(self):
+        """The number of dimensions."""
+        return self._ndim
 
     @property
     def region(self):
@@ -256,52 +310,67 @@ cdef class Array:
     # -- whole-array operations
 
     def tolist(self):
-        """The items as a list of Python numbers."""
+        """The items as a list of Python numbers (nested lists, one level per
+        dimension, for more than one)."""
         cdef char* base = self._base()
         cdef _Mapping keep = self._region._live()  # object creation may run a close()
         cdef Py_ssize_t i
         cdef char tc = self._typecode
+        if self._ndim > 1:
+            return _tolist_nd(tc, base, self._ndim, self._shape, self._strides)
         return [_load(tc, base + i * self._stride) for i in range(self._length)]
 
     def tobytes(self):
-        """The items' machine representation as bytes, in order."""
-        cdef char* base = self._base()
-        cdef Py_ssize_t n = self._length * self._itemsize
+        """The items' machine representation as bytes, in order (C order)."""
+        cdef _Strided s
+        self._base()
+        cdef Py_ssize_t n = _nitems_of(self) * self._itemsize
         result = PyBytes_FromStringAndSize(NULL, n)
         cdef char* out = PyBytes_AS_STRING(result)
+        _strided(self, &s)  # the allocation may have run a close()
+        _coalesce(&s)
         cdef _Mapping keep = self._region._live()  # mapped while the GIL is dropped
         if n >= NOGIL_BYTES:
             with nogil:
-                _gather(out, base, self._length, self._stride, self._itemsize)
-        else:
-            _gather(out, base, self._length, self._stride, self._itemsize)
+                _gather_lines(out, &s)
+        elif n:
+            _gather_lines(out, &s)
         return result
+
+    def tofile(self, f):
+        """Write the items' machine representation to the file object f, as
+        array.array.tofile() does: through f.write(), in blocks of 64 KiB."""
+        _tofile(self, f)
 
     def fill(self, value):
         """Set every item to `value`."""
         cdef _Value v
+        cdef _Strided s
         self._check_writable()
         _convert(self._typecode, value, &v)
         self._check_writable()
-        cdef char* base = self._base()
-        if self._length * self._itemsize < NOGIL_BYTES:
-            _fill(self._typecode, base, self._length, self._stride, v)
+        _strided(self, &s)
+        _coalesce(&s)
+        if _nitems(&s) * self._itemsize < NOGIL_BYTES:
+            _fill_lines(&s, v)
             return
-        cdef _Mapping keep = self._region._live()  # mapped while the GIL is dropped
+        # pinned against a freeze, and mapped even if another thread closes it
+        cdef _Mapping keep = self._region._live()
         self._region._acquire(_PIN | _WRITE)
         try:
             with nogil:
-                _fill(self._typecode, base, self._length, self._stride, v)
+                _fill_lines(&s, v)
         finally:
             self._region._release(_PIN | _WRITE)
 
     def sum(self):
         """The sum of the items: exact for integers (a Python int, never wrapping),
         pairwise for floats, as numpy does."""
-        cdef char* base = self._base()
+        cdef _Strided s
+        _strided(self, &s)
+        _coalesce(&s)
         cdef _Mapping keep = self._region._live()  # mapped while the GIL is dropped
-        return _sum(self._typecode, base, self._length, self._stride,
-                    self._length * self._itemsize >= NOGIL_BYTES)
+        return _sum(&s, _nitems(&s) * self._itemsize >= NOGIL_BYTES)
 
     def min(self):
         """The smallest item (NaN if any item is NaN). ValueError if empty."""
@@ -312,18 +381,42 @@ cdef class Array:
         return self._extreme(True)
 
     cdef object _extreme(self, bint want_max):
-        cdef char* base = self._base()
-        if self._length == 0:
+        cdef _Strided s
+        _strided(self, &s)
+        cdef Py_ssize_t n = _nitems(&s)
+        if n == 0:
             raise ValueError(f"{'max' if want_max else 'min'}() of an empty array")
         cdef _Mapping keep = self._region._live()  # mapped while the GIL is dropped
-        return _extreme(self._typecode, base, self._length, self._stride, want_max,
-                        self._length * self._itemsize >= NOGIL_BYTES)
+        _coalesce(&s)
+        return _extreme(&s, want_max, n * self._itemsize >= NOGIL_BYTES)
+
+    def reverse(self):
+        """Reverse the order of the items, in place."""
+        _reverse(self)
+
+    def byteswap(self):
+        """Swap the bytes of every item, in place: between little- and big-endian
+        machine values."""
+        _byteswap(self)
+
+    def buffer_info(self):
+        """(address, count): the address of the first item and the number of items,
+        for a C-contiguous array. BufferError for a view with steps."""
+        return _buffer_info(self)
+
+    def reshape(self, *shape):
+        """A view of the same items with another shape, in C order: a.reshape(2, 3),
+        a.reshape((2, 3)); one dimension may be -1 (as many as the items make).
+        ValueError unless the array is C-contiguous and the item counts agree."""
+        if not shape:
+            raise TypeError("reshape() needs a shape: a.reshape(2, 3) or a.reshape((2, 3))")
+        return _reshape(self, shape[0] if len(shape) == 1 else shape)
 
     def toreadonly(self):
         """A read-only view of the same items."""
         self._base()
-        return _array_view(self._region, self._typecode, self._offset, self._length,
-                           self._stride, True)
+        return _nd_view(self._region, self._typecode, self._offset, self._ndim, self._shape,
+                        self._strides, True)
 
     def freeze(self):
         """Freeze the whole region of this array: see Region.freeze()."""
@@ -339,6 +432,7 @@ cdef class Array:
             raise TypeError(
                 "atomic operations need an integer array of itemsize 4 or 8 "
                 f"(typecodes i, I, l, L, q, Q), not '{chr(tc)}'")
+        self._check_1d("atomic operations")
         return 0
 
     def atomic_load(self, index):
@@ -411,25 +505,27 @@ cdef class Array:
     def __getbuffer__(self, Py_buffer* view, int flags):
         cdef char* base = self._base()
         cdef bint readonly = self._is_readonly()
-        cdef bint contiguous = self._stride == self._itemsize or self._length <= 1
+        cdef bint c_order = _c_contiguous(self)
         if readonly and flags & PyBUF_WRITABLE:
             raise BufferError("the array is read-only")
-        if not contiguous:
-            if (flags & PyBUF_STRIDES) != PyBUF_STRIDES:
-                raise BufferError("the array is not contiguous: its buffer needs strides")
-            if ((flags & PyBUF_C_CONTIGUOUS) == PyBUF_C_CONTIGUOUS
-                    or (flags & PyBUF_F_CONTIGUOUS) == PyBUF_F_CONTIGUOUS
-                    or (flags & PyBUF_ANY_CONTIGUOUS) == PyBUF_ANY_CONTIGUOUS):
-                raise BufferError("the array is not contiguous")
+        if not c_order and (flags & PyBUF_STRIDES) != PyBUF_STRIDES:
+            raise BufferError("the array is not contiguous: its buffer needs strides")
+        if ((flags & PyBUF_C_CONTIGUOUS) == PyBUF_C_CONTIGUOUS and not c_order
+                or (flags & PyBUF_F_CONTIGUOUS) == PyBUF_F_CONTIGUOUS
+                and not _f_contiguous(self)
+                or (flags & PyBUF_ANY_CONTIGUOUS) == PyBUF_ANY_CONTIGUOUS
+                and not (c_order or _f_contiguous(self))):
+            raise BufferError("the array is not contiguous")
         view.buf = base
         view.obj = self
-        view.len = self._length * self._itemsize
+        view.len = _nitems_of(self) * self._itemsize
         view.readonly = readonly
         view.itemsize = self._itemsize
         view.format = <char*>_format(self._typecode) if flags & PyBUF_FORMAT else NULL
-        view.ndim = 1
-        view.shape = &self._length if flags & PyBUF_ND else NULL
-        view.strides = &self._stride if (flags & PyBUF_STRIDES) == PyBUF_STRIDES else NULL
+        # without a shape, the consumer sees the bytes of a C-contiguous array
+        view.ndim = self._ndim if flags & PyBUF_ND else 1
+        view.shape = self._shape if flags & PyBUF_ND else NULL
+        view.strides = self._strides if (flags & PyBUF_STRIDES) == PyBUF_STRIDES else NULL
         view.suboffsets = NULL
         view.internal = NULL
         self._region._acquire(_EXPORT if readonly else _EXPORT | _WRITE)  # handed out
@@ -451,91 +547,18 @@ cdef class Array:
         cdef bint frozen = self._region._live().readonly
         if protocol < 5:
             data = self.tobytes()
-        elif self._stride == self._itemsize or self._length <= 1:
+        elif _c_contiguous(self):
             data = PickleBuffer(self)  # out of band with buffer_callback: no copy
         else:
             # one contiguous buffer, as writable as the array, to go out of band too
             data = PickleBuffer(self.tobytes() if frozen else _gathered(self))
-        return (_array_from_bytes,
-                (chr(self._typecode), data, frozen, self._readonly))
+        args = (chr(self._typecode), data, frozen, self._readonly)
+        if self._ndim > 1:
+            args += (_shape_tuple(self),)
+        return (_array_from_bytes, args)
 
     def __repr__(self):
-        tc = chr(self._typecode)
-        if self._region._addr == NULL:
-            return f"<cowbuf.Array '{tc}' closed>"
-        n = self._length
-        if n <= 8:
-            items = repr(self.tolist())
-        else:
-            head = ", ".join(map(repr, self[:3].tolist()))
-            tail = ", ".join(map(repr, self[n - 3:].tolist()))
-            items = f"[{head}, ..., {tail}]"
-        flags = " readonly" if self._is_readonly() else ""
-        return f"<cowbuf.Array '{tc}' length={n}{flags} {items}>"
+        return _repr(self)
 
 
-@cython.no_gc
-@cython.final
-cdef class _ArrayIterator:
-    cdef:
-        # Keeps the memory mapped; checked on every step, as it may be closed.
-        Region _region
-        char _typecode
-        Py_ssize_t _offset
-        Py_ssize_t _stride
-        Py_ssize_t _length
-        Py_ssize_t _index
-
-    def __cinit__(self):
-        self._region = _NO_REGION
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        cdef char* addr = self._region._addr
-        cdef Py_ssize_t i = self._index
-        if i >= self._length:
-            raise StopIteration
-        if addr == NULL:
-            _raise_closed()
-        self._index = i + 1
-        return _load(self._typecode, addr + self._offset + i * self._stride)
-
-    def __length_hint__(self):
-        return self._length - self._index
-
-
-cdef bytearray _gathered(Array a):
-    """The items of `a` in a new bytearray, in order."""
-    cdef Py_ssize_t n = a._length * a._itemsize
-    cdef bytearray out = bytearray(n)
-    cdef char* dst = out
-    _gather(dst, a._base(), a._length, a._stride, a._itemsize)
-    return out
-
-
-cdef bint _equal(Array a, Array b) except -1:
-    cdef char* pa = a._base()
-    cdef char* pb = b._base()
-    cdef Py_ssize_t i, n = a._length
-    cdef char ta = a._typecode, tb = b._typecode
-    cdef bint na, nb
-    if n != b._length:
-        return False
-    if (ta == tb and not _is_float(ta) and a._stride == a._itemsize
-            and b._stride == b._itemsize):
-        return memcmp(pa, pb, n * a._itemsize) == 0
-    for i in range(n):  # no-cython-lint: a C counter; the pointers advance
-        if _is_float(ta) and _is_float(tb):
-            if ((<const double*>pa)[0] if ta == c'd' else (<const float*>pa)[0]) != (
-                    (<const double*>pb)[0] if tb == c'd' else (<const float*>pb)[0]):
-                return False
-        elif not _is_float(ta) and not _is_float(tb):
-            if _int_bits(ta, pa, &na) != _int_bits(tb, pb, &nb) or na != nb:
-                return False
-        elif _load(ta, pa) != _load(tb, pb):
-            return False
-        pa += a._stride
-        pb += b._stride
-    return True
+_Sequence.register(Array)

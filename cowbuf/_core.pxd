@@ -104,30 +104,46 @@ cdef class Region:
     cdef int _move_to_frozen_arena(self) except -1
 
 
+# The most dimensions an Array has (numpy allows 64; data shared between workers
+# has a few): the shape and strides live in the Array itself.
+cdef enum:
+    MAX_NDIM = 8
+
+
 cdef class Array:
     cdef:
         # Owner of the memory: a view keeps its region mapped while it lives.
         Region _region
         # Byte offset of element 0 within the region.
         Py_ssize_t _offset
-        # Number of elements; fixed for the life of the view.
+        # Items along the first axis (len(a)); fixed for the life of the view.
         Py_ssize_t _length
-        # Bytes from one element to the next: a multiple of the itemsize, negative
-        # for reversed views. Exported as the buffer's strides.
+        # Bytes from one item (or row) of the first axis to the next: a multiple of
+        # the itemsize, negative for reversed views.
         Py_ssize_t _stride
         Py_ssize_t _itemsize
         # One of b B h H i I l L q Q f d.
         char _typecode
         # Made read-only by toreadonly(); the region may also be frozen.
         bint _readonly
+        # Dimensions, 1..MAX_NDIM, and the extent and byte stride of each, exported
+        # as the buffer's shape and strides. _shape[0] == _length and
+        # _strides[0] == _stride always: the 1-d hot paths read those two alone.
+        int _ndim
+        Py_ssize_t _shape[MAX_NDIM]
+        Py_ssize_t _strides[MAX_NDIM]
+        # The hash of a frozen array, computed once (frozen memory never changes);
+        # -1 until then.
+        Py_hash_t _hash
+        object __weakref__
 
     cdef inline char* _base(self) except NULL
     cdef int _check_writable(self) except -1
     cdef bint _is_readonly(self) except -1
     cdef int _check_atomic(self) except -1
+    cdef int _check_1d(self, str what) except -1
     cdef Py_ssize_t _index(self, object key) except? -1
     cdef Array _slice(self, object key)
-    cdef int _assign_slice(self, object key, object value) except -1
     cdef object _extreme(self, bint want_max)
 
 

@@ -45,13 +45,23 @@ def _region_from_bytes(data, bint frozen, bint small):
     return _region_of_data(data, frozen, small)
 
 
-def _array_from_bytes(str typecode, data, bint frozen, bint readonly):
+def _array_from_bytes(str typecode, data, bint frozen, bint readonly, shape=None):
     cdef char tc = _parse_typecode(typecode)
     cdef Py_ssize_t size = _itemsize(tc)
-    cdef Region region = _region_of_data(data, frozen, False)
-    if region._nbytes % size:
-        raise ValueError(f"{region._nbytes} bytes is not a whole number of '{typecode}' items")
-    return _array_view(region, tc, 0, region._nbytes // size, size, readonly)
+    cdef Py_ssize_t dims[MAX_NDIM]
+    cdef int ndim = 1
+    cdef Py_ssize_t nbytes = 0
+    with memoryview(data) as view:
+        nbytes = view.nbytes
+    if nbytes % size:
+        raise ValueError(f"{nbytes} bytes is not a whole number of '{typecode}' items")
+    if shape is not None:
+        ndim = _parse_shape(shape, nbytes // size, size, dims)
+    # small arrays are carved from an arena, as cowbuf.array() carves them
+    cdef Region region = _region_of_data(data, frozen, nbytes < PAGE)
+    cdef Array a = _shaped(region, tc, nbytes // size, ndim, dims)
+    a._readonly = readonly  # a view nothing else holds yet
+    return a
 
 
 def _counter_from_value(value, bint padded, bint frozen):
@@ -77,19 +87,41 @@ def _region_on(_Mapping mapping not None, Py_ssize_t offset, Py_ssize_t nbytes, 
     return region
 
 
-def _array_on(Region region not None, str typecode, Py_ssize_t offset, Py_ssize_t length,
-              Py_ssize_t stride, bint readonly):
-    """The Array with this geometry on `region`; checked."""
+def _array_on(Region region not None, str typecode, Py_ssize_t offset, shape, strides,
+              bint readonly):
+    """The Array with this geometry on `region` (a shape and byte strides, one per
+    dimension); checked, since the data may be crafted: ValueError at once for any
+    item outside the region."""
     cdef char tc = _parse_typecode(typecode)
     cdef Py_ssize_t size = _itemsize(tc)
+    cdef Py_ssize_t dims[MAX_NDIM]
+    cdef Py_ssize_t steps[MAX_NDIM]
+    cdef int d, ndim
     region._live()
-    if length < 0 or stride == 0 or stride % size or offset % size:
+    shape, strides = tuple(shape), tuple(strides)
+    ndim = len(shape)
+    if not 1 <= ndim <= MAX_NDIM or len(strides) != ndim or offset % size:
         raise ValueError("bad array geometry")
-    if length:
-        last = <object>offset + <object>(length - 1) * <object>stride
-        if min(offset, last) < 0 or max(offset, last) > region._nbytes - size:
-            raise ValueError("array geometry is outside its region")
-    return _array_view(region, tc, offset, length, stride, readonly)
+    limit = LLONG_MAX // 2
+    low = high = offset
+    count = 1
+    for d in range(ndim):
+        n, step = PyNumber_Index(shape[d]), PyNumber_Index(strides[d])
+        if n < 0 or n > limit or step == 0 or step % size or abs(step) > limit:
+            raise ValueError("bad array geometry")
+        count *= n
+        if n:
+            if step > 0:
+                high += (n - 1) * step
+            else:
+                low += (n - 1) * step
+        dims[d], steps[d] = n, step
+    if count * size > limit:
+        raise ValueError("bad array geometry")
+    if count and (low < 0 or high > region._nbytes - size):
+        raise ValueError("array geometry is outside its region")
+    region._live()  # __index__ may have closed the region
+    return _nd_view(region, tc, offset, ndim, dims, steps, readonly)
 
 
 def _counter_on(Region region not None, Py_ssize_t offset):
@@ -108,8 +140,8 @@ def _share_region(Region region not None):
 def _share_array(Array a not None):
     # the region inside is pickled by _share_region (once per message: pickle memo)
     a._base()
-    return _array_on, (a._region, chr(a._typecode), a._offset, a._length, a._stride,
-                       a._readonly)
+    return _array_on, (a._region, chr(a._typecode), a._offset, _shape_tuple(a),
+                       tuple([a._strides[d] for d in range(a._ndim)]), a._readonly)
 
 
 def _share_counter(Counter c not None):

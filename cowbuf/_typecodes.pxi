@@ -52,7 +52,7 @@ cdef char _parse_typecode(object typecode) except 0:
     return <char>ord(typecode)
 
 
-cdef long long _signed_min(char tc) noexcept:
+cdef long long _signed_min(char tc) noexcept nogil:
     if tc == c'b': return SCHAR_MIN
     if tc == c'h': return SHRT_MIN
     if tc == c'i': return INT_MIN
@@ -60,7 +60,7 @@ cdef long long _signed_min(char tc) noexcept:
     return LLONG_MIN
 
 
-cdef long long _signed_max(char tc) noexcept:
+cdef long long _signed_max(char tc) noexcept nogil:
     if tc == c'b': return SCHAR_MAX
     if tc == c'h': return SHRT_MAX
     if tc == c'i': return INT_MAX
@@ -68,7 +68,7 @@ cdef long long _signed_max(char tc) noexcept:
     return LLONG_MAX
 
 
-cdef unsigned long long _unsigned_max(char tc) noexcept:
+cdef unsigned long long _unsigned_max(char tc) noexcept nogil:
     if tc == c'B': return UCHAR_MAX
     if tc == c'H': return USHRT_MAX
     if tc == c'I': return UINT_MAX
@@ -214,6 +214,23 @@ cdef int _check_format(char tc, Py_buffer* view, str what) except -1:
             f"{what}: buffer format '{_format_name(view.format)}' does not match "
             f"typecode '{chr(tc)}' (convert it first, e.g. numpy.asarray(x, "
             f"dtype='{chr(tc)}'))")
+    return 0
+
+
+cdef char _buffer_typecode(const Py_buffer* view) noexcept:
+    """The typecode of the items of a buffer (native int64 items read as 'q',
+    whatever their format letter), or 0 for a format that is not a number of cowbuf's
+    typecodes (half floats, bools, chars, other byte orders, structs)."""
+    cdef Py_ssize_t size = 0
+    cdef int kind = _format_kind(view.format, &size)
+    cdef const char* codes
+    cdef int k
+    if kind == 0 or size != view.itemsize:
+        return 0
+    codes = "fd" if kind == 3 else "bhiq" if kind == 1 else "BHIQ"
+    for k in range(2 if kind == 3 else 4):
+        if _itemsize(codes[k]) == size:
+            return codes[k]
     return 0
 
 

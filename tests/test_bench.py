@@ -49,10 +49,10 @@ def test_every_benchmark_ran(smoke_run: tuple[dict, str]) -> None:
     assert data["meta"]["mode"] == "smoke"
     assert data["meta"]["machine"]["python"] == sys.version.split()[0]
     bench = data["benchmarks"]
-    assert set(bench) == {"demo", "access", "counters", "handoff", "ecosystem", "gunicorn",
-                          "scaling"}
+    assert set(bench) == {"demo", "access", "arrayops", "counters", "handoff", "ecosystem",
+                          "gunicorn", "scaling"}
     assert not [name for name, res in bench.items() if "error" in res]
-    for name in ("access", "counters", "handoff", "ecosystem"):
+    for name in ("access", "arrayops", "counters", "handoff", "ecosystem"):
         for t in bench[name]["targets"]:
             assert t["status"] in {"PASS", "MISS", "n/a"}, t
             if t["ratio"] is not None:
@@ -99,6 +99,12 @@ def test_counters_are_exact(smoke_run: tuple[dict, str]) -> None:
     for name in ("cowbuf", "cowbuf padded", "Value+lock"):
         two = counters["peers"][name]["two"]
         assert two["exact"], (name, two)
+
+
+def test_arrayops_results_agree_with_array_array_and_numpy(
+        smoke_run: tuple[dict, str]) -> None:
+    checks = smoke_run[0]["benchmarks"]["arrayops"]["checks"]
+    assert checks and all(checks.values()), checks
 
 
 def test_handoff_sends_cowbuf_by_reference(smoke_run: tuple[dict, str]) -> None:
@@ -150,8 +156,8 @@ def test_report_and_charts(smoke_run: tuple[dict, str]) -> None:
     _data, out = smoke_run
     with open(os.path.join(out, "smoke.md")) as f:
         report = f.read()
-    for title in ("quick start", "gunicorn", "Element access", "Shared counters", "Hand an",
-                  "Scaling"):
+    for title in ("quick start", "gunicorn", "Element access", "array.array's operations",
+                  "Shared counters", "Hand an", "Scaling"):
         assert title in report
     charts = ["smoke-memory.png", "smoke-total.png", "smoke-scaling.png"]
     if _installed("matplotlib"):

@@ -166,11 +166,14 @@ def test_array_from_numpy_strided_and_reversed(tc):
 
 
 @pytest.mark.parametrize("order", ["C", "F"])
-def test_array_from_numpy_2d_is_flattened_in_c_order(order):
+def test_array_from_numpy_2d_keeps_its_shape_in_c_order(order):
     src = np.asarray(np.arange(24, dtype="i").reshape(4, 6), order=order)
     for view in (src, src.T, src[::2, ::-3]):
         a = cowbuf.array("i", view)
-        assert a.tolist() == view.ravel(order="C").tolist()
+        assert a.shape == view.shape and a.tolist() == view.tolist()
+        assert np.asarray(a).flags.c_contiguous
+        flat = cowbuf.array("i", view, shape=-1)
+        assert flat.shape == (view.size,) and flat.tolist() == view.ravel(order="C").tolist()
 
 
 def test_array_from_numpy_int64_accepts_q_and_l():

@@ -13,6 +13,7 @@ tests/conftest.py); set COWBUF_HYPOTHESIS_PROFILE=cowbuf-dev for a longer search
 from __future__ import annotations
 
 import array as pyarray
+import io
 import math
 import os
 import pickle
@@ -197,7 +198,23 @@ def test_construction_from_buffers_and_ranges(tc: str, data: st.DataObject) -> N
     assert cowbuf.array(tc, memoryview(model)[::-2]).tobytes() == model[::-2].tobytes()
     other = "d" if tc != "d" else "q"
     with pytest.raises(TypeError):
-        cowbuf.array(tc, pyarray.array(other, [0] * len(items)))
+        cowbuf.array(tc, memoryview(pyarray.array(other, [0] * len(items))))
+    # but an array.array or an Array of another typecode converts item by item, and
+    # bytes are machine values, as array.array has them
+    other = data.draw(st.sampled_from(TYPECODES), label="other typecode")
+    source = pyarray.array(other, data.draw(st.lists(good_values(other), max_size=20)))
+    expected = outcome(lambda: pyarray.array(tc, source).tobytes())
+    for init in (source, cowbuf.array(other, source)):
+        actual = outcome(lambda init=init: cowbuf.array(tc, init).tobytes())
+        same_outcome(expected, actual)
+        if expected[0] == "ok":
+            assert actual[1] == expected[1]
+    raw = data.draw(st.binary(max_size=40), label="bytes")
+    expected = outcome(lambda: pyarray.array(tc, raw).tobytes())
+    actual = outcome(lambda: cowbuf.array(tc, raw).tobytes())
+    same_outcome(expected, actual)
+    if expected[0] == "ok":
+        assert actual[1] == expected[1]
     # a range is filled in C; out-of-range ends raise what array.array raises
     start = data.draw(st.integers(-(2**65), 2**65))
     step = data.draw(st.integers(-(2**64), 2**64).filter(bool))
@@ -322,21 +339,102 @@ def test_nan_wins_min_and_max(tc: str, items: list[float]) -> None:
         assert a.min() == min(values) and a.max() == max(values)
 
 
-@bounded(150)
+COMPARISONS = [
+    ("==", lambda x, y: x == y), ("!=", lambda x, y: x != y), ("<", lambda x, y: x < y),
+    ("<=", lambda x, y: x <= y), (">", lambda x, y: x > y), (">=", lambda x, y: x >= y),
+]
+
+
+@bounded(200)
 @given(data=st.data())
-def test_equality_matches_array_array(data: st.DataObject) -> None:
+def test_comparisons_match_array_array(data: st.DataObject) -> None:
     tc1, tc2 = data.draw(st.sampled_from(TYPECODES)), data.draw(st.sampled_from(TYPECODES))
-    common = st.one_of(st.integers(0, 127), st.sampled_from([0.5, float("nan"), -0.0]))
+    common = st.one_of(st.integers(0, 127), st.sampled_from(
+        [0.5, float("nan"), -0.0, float("inf"), 2**63, -(2**63), 2**64 - 1, 2.0**63,
+         2**53 + 1, 2.0**53, -1, 255]))
     xs = data.draw(st.lists(common, max_size=6))
     ys = list(xs) if data.draw(st.booleans()) else data.draw(st.lists(common, max_size=6))
+    if data.draw(st.booleans()):  # one the start of the other
+        ys = ys[:data.draw(st.integers(0, len(ys)))]
     mx = outcome(lambda: pyarray.array(tc1, xs))
     my = outcome(lambda: pyarray.array(tc2, ys))
     assume(mx[0] == "ok" and my[0] == "ok")
-    a, b = cowbuf.array(tc1, xs), cowbuf.array(tc2, ys)
+    # views with steps compare by value too
+    step = data.draw(st.sampled_from([1, -1, 2, -3]))
+    ref_a, ref_b = mx[1][::step], my[1][::step]
+    a, b = cowbuf.array(tc1, xs)[::step], cowbuf.array(tc2, ys)[::step]
+    for name, op in COMPARISONS:
+        expected = op(ref_a, ref_b)
+        for x, y in ((a, b), (a, ref_b), (ref_a, b), (a, memoryview(ref_b))):
+            assert op(x, y) is expected, (name, x, y)
+
+
+@pytest.mark.parametrize("tc", TYPECODES)
+@bounded(60)
+@given(data=st.data())
+def test_count_and_index_match_array_array(tc: str, data: st.DataObject) -> None:
+    items = data.draw(st.lists(good_values(tc), max_size=20), label="items")
+    if items and data.draw(st.booleans()):
+        items += data.draw(st.lists(st.sampled_from(items), max_size=5))
+    step = data.draw(st.sampled_from([1, -1, 2, -3]))
+    model, a = pyarray.array(tc, items)[::step], cowbuf.array(tc, items)[::step]
+    x = data.draw(st.one_of(st.sampled_from(items or [0]), any_values(tc)), label="x")
+    expected, actual = outcome(lambda: model.count(x)), outcome(lambda: a.count(x))
+    same_outcome(expected, actual)
+    if expected[0] == "ok":
+        assert actual[1] == expected[1] and (x in a) == (x in model)
+    bound = st.one_of(st.integers(-len(items) - 3, len(items) + 3),
+                      st.sampled_from([2**63, -(2**63), 10**30, -(10**30)]))
+    args = (x, *data.draw(st.lists(bound, max_size=2), label="start, stop"))
+    expected, actual = outcome(lambda: model.index(*args)), outcome(lambda: a.index(*args))
+    same_outcome(expected, actual)
+    if expected[0] == "ok":
+        assert actual[1] == expected[1]
+
+
+@pytest.mark.parametrize("tc", TYPECODES)
+@bounded(40)
+@given(data=st.data())
+def test_new_arrays_and_in_place_changes_match_array_array(tc: str, data: st.DataObject) -> None:
+    """+, *, reverse(), byteswap(), tofile() and repr() against array.array."""
+    xs = data.draw(st.lists(good_values(tc), max_size=12), label="xs")
+    ys = data.draw(st.lists(good_values(tc), max_size=12), label="ys")
+    step = data.draw(st.sampled_from([1, -1, 2, -3]))
+    ref_x, ref_y = pyarray.array(tc, xs)[::step], pyarray.array(tc, ys)
+    x, y = cowbuf.array(tc, xs)[::step], cowbuf.array(tc, ys)
+    n = data.draw(st.integers(-2, 4), label="n")
+    assert (x + y).tobytes() == (ref_x + ref_y).tobytes()
+    assert (x + ref_y).tobytes() == (ref_x + y).tobytes() == (ref_x + ref_y).tobytes()
+    assert (n * x).tobytes() == (x * n).tobytes() == (n * ref_x).tobytes()
+    f = io.BytesIO()
+    x.tofile(f)
+    assert f.getvalue() == ref_x.tobytes()
+    back = eval(repr(x), {"cowbuf": cowbuf})
+    assert back.typecode == tc and back.tobytes() == ref_x.tobytes()
+    x.reverse()
+    ref_x.reverse()
+    assert x.tobytes() == ref_x.tobytes()
+    x.byteswap()
+    ref_x.byteswap()
+    assert x.tobytes() == ref_x.tobytes()
+
+
+@bounded(100)
+@given(data=st.data())
+def test_equal_frozen_arrays_hash_alike(data: st.DataObject) -> None:
+    tc1, tc2 = data.draw(st.sampled_from(TYPECODES)), data.draw(st.sampled_from(TYPECODES))
+    common = st.one_of(st.integers(0, 127), st.sampled_from(
+        [0.5, -0.0, 0.0, float("inf"), 2**63, 2.0**63, -(2**63), 2**53 + 1, 2.0**53, -1]))
+    xs = data.draw(st.lists(common, max_size=6))
+    ys = list(xs) if data.draw(st.booleans()) else data.draw(st.lists(common, max_size=6))
+    mx, my = outcome(lambda: pyarray.array(tc1, xs)), outcome(lambda: pyarray.array(tc2, ys))
+    assume(mx[0] == "ok" and my[0] == "ok")
+    a, b = cowbuf.array(tc1, mx[1]), cowbuf.array(tc2, my[1])
+    a.freeze()
+    b.freeze()
     assert (a == b) == (mx[1] == my[1])
-    assert (a != b) == (mx[1] != my[1])
-    # views with strides compare by value too
-    assert (a[::-1] == b[::-1]) == (mx[1][::-1] == my[1][::-1])
+    if a == b:
+        assert hash(a) == hash(b)
 
 
 @pytest.mark.parametrize("tc", TYPECODES)
@@ -499,6 +597,14 @@ class ArrayViews(RuleBasedStateMachine):
                 items[i] = converted
 
         self._differential(view, model_op, lambda: view.array.fill(value))
+
+    @rule(view=views)
+    def reverse(self, view: View) -> None:
+        self._differential(view, lambda items: items.reverse(), view.array.reverse)
+
+    @rule(view=views)
+    def byteswap(self, view: View) -> None:
+        self._differential(view, lambda items: items.byteswap(), view.array.byteswap)
 
     @precondition(lambda self: self.tc in ATOMIC_TYPECODES)
     @rule(view=views, data=st.data())
