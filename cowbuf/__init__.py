@@ -8,7 +8,16 @@ method (fork, forkserver, spawn).
 """
 
 from cowbuf import _sharing  # noqa: F401  (registers the by-reference reducers)
-from cowbuf._core import TYPECODES, Array, Counter, Region, array
+from cowbuf._core import (
+    TYPECODES,
+    Array,
+    BytesArray,
+    Counter,
+    FrozenDict,
+    Region,
+    StrArray,
+    array,
+)
 from cowbuf._registry import Registry, pool_kwargs, registry
 
 __version__ = "0.1.0"
@@ -17,6 +26,9 @@ __all__ = [
     "TYPECODES",
     "Array",
     "Counter",
+    "StrArray",
+    "BytesArray",
+    "FrozenDict",
     "Region",
     "Registry",
     "array",

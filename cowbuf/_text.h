@@ -1,0 +1,127 @@
+/* Text as StrArray and FrozenDict store it: UTF-8 with lone surrogates encoded as any
+ * other code point ("surrogatepass"), so that every Python str round-trips exactly.
+ *
+ * cowbuf_utf8_size and cowbuf_utf8_encode read a str's code points where CPython keeps
+ * them (1, 2 or 4 bytes each, PyUnicode_KIND) without asking CPython for its UTF-8, which
+ * it would cache in the str object (memory, and a write to a page that may be shared)
+ * and refuse for lone surrogates. cowbuf_str_from_utf8 is the one way back.
+ */
+#ifndef COWBUF_TEXT_H
+#define COWBUF_TEXT_H
+
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* 1 if every byte of p[0..n) is ASCII. Plain C. */
+static inline int
+cowbuf_is_ascii(const char *p, Py_ssize_t n)
+{
+    const unsigned char *s = (const unsigned char *)p;
+    uint64_t any = 0;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t word;
+        memcpy(&word, s + i, 8);
+        any |= word;
+    }
+    for (; i < n; i++) {
+        any |= s[i];
+    }
+    return (any & 0x8080808080808080ULL) == 0;
+}
+
+/* Bytes of the UTF-8 (surrogatepass) encoding of `len` code points of `kind` at data. */
+static inline Py_ssize_t
+cowbuf_utf8_size(int kind, const void *data, Py_ssize_t len)
+{
+    Py_ssize_t size = len;
+    Py_ssize_t i;
+    if (kind == PyUnicode_1BYTE_KIND) {
+        const Py_UCS1 *s = (const Py_UCS1 *)data;
+        for (i = 0; i < len; i++) {
+            size += s[i] >= 0x80;
+        }
+    } else if (kind == PyUnicode_2BYTE_KIND) {
+        const Py_UCS2 *s = (const Py_UCS2 *)data;
+        for (i = 0; i < len; i++) {
+            size += (s[i] >= 0x80) + (s[i] >= 0x800);
+        }
+    } else {
+        const Py_UCS4 *s = (const Py_UCS4 *)data;
+        for (i = 0; i < len; i++) {
+            size += (s[i] >= 0x80) + (s[i] >= 0x800) + (s[i] >= 0x10000);
+        }
+    }
+    return size;
+}
+
+/* Write that encoding to out (cowbuf_utf8_size bytes). Plain C. */
+static inline void
+cowbuf_utf8_encode(int kind, const void *data, Py_ssize_t len, char *out)
+{
+    unsigned char *o = (unsigned char *)out;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        Py_UCS4 c = kind == PyUnicode_1BYTE_KIND ? ((const Py_UCS1 *)data)[i]
+                  : kind == PyUnicode_2BYTE_KIND ? ((const Py_UCS2 *)data)[i]
+                  : ((const Py_UCS4 *)data)[i];
+        if (c < 0x80) {
+            *o++ = (unsigned char)c;
+        } else if (c < 0x800) {
+            *o++ = (unsigned char)(0xc0 | (c >> 6));
+            *o++ = (unsigned char)(0x80 | (c & 0x3f));
+        } else if (c < 0x10000) {
+            *o++ = (unsigned char)(0xe0 | (c >> 12));
+            *o++ = (unsigned char)(0x80 | ((c >> 6) & 0x3f));
+            *o++ = (unsigned char)(0x80 | (c & 0x3f));
+        } else {
+            *o++ = (unsigned char)(0xf0 | (c >> 18));
+            *o++ = (unsigned char)(0x80 | ((c >> 12) & 0x3f));
+            *o++ = (unsigned char)(0x80 | ((c >> 6) & 0x3f));
+            *o++ = (unsigned char)(0x80 | (c & 0x3f));
+        }
+    }
+}
+
+/* 1 if the UTF-8 (surrogatepass) bytes p[0..n) hold a lone surrogate (U+D800..U+DFFF,
+ * encoded ED A0..BF xx): bytes that strict UTF-8 readers, Arrow's among them, refuse.
+ * Plain C. */
+static inline int
+cowbuf_utf8_has_surrogate(const char *p, Py_ssize_t n)
+{
+    const unsigned char *s = (const unsigned char *)p;
+    const unsigned char *end = s + n;
+    while (s < end && (s = (const unsigned char *)memchr(s, 0xed, (size_t)(end - s))) != NULL) {
+        if (s + 1 < end && s[1] >= 0xa0) {
+            return 1;
+        }
+        s++;
+    }
+    return 0;
+}
+
+/* 1 if the str holds only ASCII: its characters are then its UTF-8 bytes. */
+static inline int
+cowbuf_str_is_ascii(PyObject *s)
+{
+    return PyUnicode_IS_ASCII(s);
+}
+
+/* A new str from UTF-8 (surrogatepass) bytes; NULL with an exception set (bytes that
+ * are not UTF-8 raise UnicodeDecodeError). ASCII text, the common case, is copied into a
+ * new compact ASCII str, without the decoder: the check runs on every call, so bytes
+ * that are not ASCII never reach an ASCII str, whoever wrote them. */
+static inline PyObject *
+cowbuf_str_from_utf8(const char *p, Py_ssize_t n)
+{
+    if (cowbuf_is_ascii(p, n)) {
+        PyObject *s = PyUnicode_New(n, 127);
+        if (s != NULL && n > 0) {
+            memcpy(PyUnicode_DATA(s), p, (size_t)n);
+        }
+        return s;
+    }
+    return PyUnicode_DecodeUTF8(p, n, "surrogatepass");
+}
+
+#endif /* COWBUF_TEXT_H */
