@@ -53,6 +53,7 @@ cdef extern from "_text.h":
                             char* out) noexcept nogil
     bint cowbuf_utf8_has_surrogate(const char* p, Py_ssize_t n) noexcept nogil
     bint cowbuf_str_is_ascii(object s) noexcept
+    object cowbuf_str_from_ascii(const char* p, Py_ssize_t n)
     object cowbuf_str_from_utf8(const char* p, Py_ssize_t n)
 
 

@@ -24,7 +24,6 @@
 # the region, one slot at least is empty) when the object was made, whoever wrote the
 # memory: lookups and iteration read without bounds checks, and a probe always ends.
 
-import collections.abc
 import numbers
 import pickle
 import reprlib
@@ -266,7 +265,6 @@ cdef class FrozenDict:
         cdef const _FDRecord* rec = <const _FDRecord*>(base + offset)
         cdef uint8_t vt = rec.value_type
         cdef const char* p
-        cdef _Mapping keep
         if vt == _V_INT:
             return PyLong_FromLongLong(<int64_t>rec.value)
         if vt == _V_NONE:
@@ -279,8 +277,7 @@ cdef class FrozenDict:
             return PyFloat_FromDouble((<const double*>&rec.value)[0])
         p = <const char*>rec + _FD_RECORD + rec.key_nbytes
         if vt == _V_STR:
-            keep = self._region._mapping  # (decoding may run a close(): see _Strings._item)
-            return cowbuf_str_from_utf8(p, <Py_ssize_t>rec.value)
+            return _text_item(True, self._region, p, <Py_ssize_t>rec.value)
         data = PyBytes_FromStringAndSize(p, <Py_ssize_t>rec.value)
         if vt == _V_BYTES:
             return data
@@ -294,10 +291,8 @@ cdef class FrozenDict:
         cdef const char* p = <const char*>rec + _FD_RECORD
         cdef uint64_t u = 0
         cdef int k
-        cdef _Mapping keep
         if rec.key_type == _K_STR:
-            keep = self._region._mapping
-            return cowbuf_str_from_utf8(p, rec.key_nbytes)
+            return _text_item(True, self._region, p, rec.key_nbytes)
         if rec.key_type == _K_INT:
             for k in range(8):
                 u |= <uint64_t>(<const unsigned char*>p)[k] << (8 * k)

@@ -12,6 +12,8 @@
 # data, as checked when the object was made from memory it did not write itself
 # (_strings_on, _strings_from_bytes): reads trust them without a check.
 
+import collections.abc
+
 from cpython.buffer cimport PyBUF_SIMPLE
 from cpython.bytearray cimport PyByteArray_Check
 from cpython.bytes cimport PyBytes_Check, PyBytes_GET_SIZE
@@ -45,10 +47,17 @@ cdef _Strings _strings_view(bint text, Region region, Py_ssize_t offsets, Py_ssi
     return s
 
 
-cdef inline object _text_item(bint text, const char* p, Py_ssize_t n):
-    if text:
-        return cowbuf_str_from_utf8(p, n)
-    return PyBytes_FromStringAndSize(p, n)
+cdef inline object _text_item(bint text, Region region, const char* p, Py_ssize_t n):
+    """The item of n bytes at p in region, as a new str or bytes."""
+    cdef _Mapping keep
+    if not text:
+        return PyBytes_FromStringAndSize(p, n)  # (bytes are not tracked by the collector)
+    if cowbuf_is_ascii(p, n):
+        return cowbuf_str_from_ascii(p, n)
+    # A decoding error makes an exception, which may run the garbage collector, and so
+    # a close() of the region: `keep` holds the memory while the decoder reads it.
+    keep = region._mapping
+    return cowbuf_str_from_utf8(p, n)
 
 
 cdef bint _offsets_ok(const int64_t* offs, Py_ssize_t n, Py_ssize_t data_nbytes) noexcept nogil:
@@ -164,12 +173,9 @@ cdef class _Strings:
         return <const int64_t*>(addr + self._offsets)
 
     cdef object _item(self, Py_ssize_t i):
-        # The region is held in `keep` while the item is made: making it may run the
-        # garbage collector (a decoding error), and so a close() of the region.
-        cdef _Mapping keep = self._region._live()
-        cdef const int64_t* offs = <const int64_t*>(self._region._addr + self._offsets)
-        cdef const char* data = self._region._addr + self._data
-        return _text_item(self._text, data + offs[i], <Py_ssize_t>(offs[i + 1] - offs[i]))
+        cdef const int64_t* offs = self._offs()
+        return _text_item(self._text, self._region, self._region._addr + self._data + offs[i],
+                          <Py_ssize_t>(offs[i + 1] - offs[i]))
 
     cdef Py_ssize_t _index(self, object key) except? -1:
         cdef Py_ssize_t i
@@ -459,6 +465,10 @@ cdef class BytesArray(_Strings):
         self._init(init, False)
 
 
+collections.abc.Sequence.register(StrArray)
+collections.abc.Sequence.register(BytesArray)
+
+
 cdef Py_ssize_t _scan(const int64_t* offs, const char* data, Py_ssize_t start,
                       Py_ssize_t stop, const char* p, Py_ssize_t size,
                       bint count) noexcept nogil:
@@ -516,11 +526,10 @@ cdef class _StringsIterator:
             raise StopIteration
         if addr == NULL:
             _raise_closed()
-        cdef _Mapping keep = self._region._mapping  # (see _Strings._item)
         cdef const int64_t* offs = <const int64_t*>(addr + self._offsets)
         self._left -= 1
         self._index = i + self._step
-        return _text_item(self._text, addr + self._data + offs[i],
+        return _text_item(self._text, self._region, addr + self._data + offs[i],
                           <Py_ssize_t>(offs[i + 1] - offs[i]))
 
     def __length_hint__(self):

@@ -107,19 +107,28 @@ cowbuf_str_is_ascii(PyObject *s)
     return PyUnicode_IS_ASCII(s);
 }
 
+/* A new str of the ASCII bytes p[0..n) (the caller checked them with cowbuf_is_ascii):
+ * copied into a new compact ASCII str, without the decoder. A str is not tracked by the
+ * garbage collector, so making one runs no Python code. NULL with MemoryError. */
+static inline PyObject *
+cowbuf_str_from_ascii(const char *p, Py_ssize_t n)
+{
+    PyObject *s = PyUnicode_New(n, 127);
+    if (s != NULL && n > 0) {
+        memcpy(PyUnicode_DATA(s), p, (size_t)n);
+    }
+    return s;
+}
+
 /* A new str from UTF-8 (surrogatepass) bytes; NULL with an exception set (bytes that
- * are not UTF-8 raise UnicodeDecodeError). ASCII text, the common case, is copied into a
- * new compact ASCII str, without the decoder: the check runs on every call, so bytes
- * that are not ASCII never reach an ASCII str, whoever wrote them. */
+ * are not UTF-8 raise UnicodeDecodeError, and making that exception may run the garbage
+ * collector). The ASCII check runs on every call, so bytes that are not ASCII never
+ * reach an ASCII str, whoever wrote them. */
 static inline PyObject *
 cowbuf_str_from_utf8(const char *p, Py_ssize_t n)
 {
     if (cowbuf_is_ascii(p, n)) {
-        PyObject *s = PyUnicode_New(n, 127);
-        if (s != NULL && n > 0) {
-            memcpy(PyUnicode_DATA(s), p, (size_t)n);
-        }
-        return s;
+        return cowbuf_str_from_ascii(p, n);
     }
     return PyUnicode_DecodeUTF8(p, n, "surrogatepass");
 }
