@@ -15,4 +15,3 @@ cdef tuple _arrow_capsules(object owner, const char* format, Py_ssize_t length,
     schema = cowbuf_arrow_schema_capsule(format)
     array = cowbuf_arrow_array_capsule(owner, length, offset, n_buffers, buffer_offsets)
     return schema, array
-

@@ -30,7 +30,7 @@ from typing import (
     overload,
 )
 
-from typing_extensions import Buffer, TypeVar
+from typing_extensions import Buffer, TypeVar, disjoint_base
 
 _T = TypeVar("_T", default=Any)
 _K = TypeVar("_K", bound=str | bytes | int, default=Any)
@@ -141,6 +141,7 @@ class Counter:
 
 # StrArray and BytesArray: Sequence in the stubs; at run time they are registered with
 # collections.abc.Sequence (a cdef class cannot inherit from an ABC).
+@disjoint_base
 class _Strings(Sequence[_S]):
     def __len__(self) -> int: ...
     @overload
@@ -164,7 +165,9 @@ class _Strings(Sequence[_S]):
     def data(self) -> Array[int]: ...
     @property
     def region(self) -> Region: ...
-    def __arrow_c_array__(self, requested_schema: object | None = None) -> tuple[object, object]: ...
+    def __arrow_c_array__(
+        self, requested_schema: object | None = None
+    ) -> tuple[object, object]: ...
 
 @final
 class StrArray(_Strings[str]):
@@ -192,7 +195,7 @@ class FrozenDict(Mapping[_K, _V]):
         self: FrozenDict[str, _V], pairs: Iterable[tuple[str, _V]], /, **kwargs: _V
     ) -> None: ...
     def __getitem__(self, key: object, /) -> _V: ...
-    @overload  # type: ignore[override]
+    @overload
     def get(self, key: object, default: None = None, /) -> _V | None: ...
     @overload
     def get(self, key: object, default: _V, /) -> _V: ...

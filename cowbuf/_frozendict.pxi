@@ -321,7 +321,7 @@ cdef class FrozenDict:
             raise KeyError(key)
         return self._value(self._region._addr, offset)
 
-    def get(self, key, default=None):
+    def get(self, key, default=None, /):
         """The value of `key` if it is in the map, else `default`."""
         cdef Py_ssize_t offset = self._lookup(key)
         return default if offset == 0 else self._value(self._region._addr, offset)

@@ -49,9 +49,9 @@ def test_every_benchmark_ran(smoke_run: tuple[dict, str]) -> None:
     assert data["meta"]["mode"] == "smoke"
     assert data["meta"]["machine"]["python"] == sys.version.split()[0]
     bench = data["benchmarks"]
-    assert set(bench) == {"access", "counters", "handoff", "gunicorn", "scaling"}
+    assert set(bench) == {"access", "counters", "handoff", "gunicorn", "scaling", "containers"}
     assert not [name for name, res in bench.items() if "error" in res]
-    for name in ("access", "counters", "handoff"):
+    for name in ("access", "counters", "handoff", "containers"):
         for t in bench[name]["targets"]:
             assert t["status"] in {"PASS", "MISS", "n/a"}, t
 
@@ -64,6 +64,15 @@ def test_counters_are_exact(smoke_run: tuple[dict, str]) -> None:
     assert counters["bulk"]["exact"]
 
 
+def test_containers_read_the_same_data(smoke_run: tuple[dict, str]) -> None:
+    containers = smoke_run[0]["benchmarks"]["containers"]
+    assert containers["strings"]["trailing_nul_kept"]["StrArray"]
+    assert containers["maps"]["bytes"]["FrozenDict"] > 0
+    # the lookup table under gunicorn: each FrozenDict worker stays shared
+    gun = smoke_run[0]["benchmarks"]["gunicorn"]["strategies"]["frozendict"]
+    assert all(g < 1e6 for g in gun["summary"]["uss_growth_per_worker"]), gun["summary"]
+
+
 def test_handoff_sends_cowbuf_by_reference(smoke_run: tuple[dict, str]) -> None:
     handoff = smoke_run[0]["benchmarks"]["handoff"]
     assert handoff["config"]["cowbuf_by_reference"]
@@ -74,9 +83,12 @@ def test_handoff_sends_cowbuf_by_reference(smoke_run: tuple[dict, str]) -> None:
 def test_gunicorn_experiment(smoke_run: tuple[dict, str]) -> None:
     gun = smoke_run[0]["benchmarks"]["gunicorn"]
     expected = {"list-nopreload", "list", "list-gcfreeze", "numpy", "mmap-struct",
-                "mmap-memoryview", "shared_memory", "rawarray", "cowbuf"}
+                "mmap-memoryview", "shared_memory", "rawarray", "cowbuf",
+                "dict", "dict-gcfreeze", "frozendict"}
     if _installed("joblib"):
         expected.add("joblib")
+    if _installed("marisa_trie"):
+        expected.add("marisa")
     assert set(gun["strategies"]) == expected, gun["skipped"]
     for name, res in gun["strategies"].items():
         # stopped by SIGTERM, nothing had to be killed afterwards
@@ -103,9 +115,10 @@ def test_report_and_charts(smoke_run: tuple[dict, str]) -> None:
     _data, out = smoke_run
     with open(os.path.join(out, "smoke.md")) as f:
         report = f.read()
-    for title in ("gunicorn", "Element access", "Shared counters", "Hand an", "Scaling"):
+    for title in ("gunicorn", "Element access", "Shared counters", "Hand an", "Scaling",
+                  "Strings and maps", "lookup table held as"):
         assert title in report
-    charts = ["smoke-memory.png", "smoke-total.png", "smoke-scaling.png"]
+    charts = ["smoke-memory.png", "smoke-total.png", "smoke-scaling.png", "smoke-dicts.png"]
     if _installed("matplotlib"):
         for chart in charts:
             with open(os.path.join(out, chart), "rb") as f:

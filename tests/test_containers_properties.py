@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import pickle
-from itertools import accumulate
 from decimal import Decimal
+from itertools import accumulate
 from multiprocessing.reduction import ForkingPickler
 
 import pytest
