@@ -251,10 +251,11 @@ cdef class FrozenDict:
     cdef Py_ssize_t _lookup(self, object key) except -1:
         """The offset of the record of `key`, or 0 if there is none."""
         cdef _Key k
+        self._base()
         holder = _canonical(key, &k)
+        cdef char* base = self._base()  # (again: the key's own code may have run)
         if holder is _ABSENT:
             return 0
-        cdef char* base = self._base()  # (checked after the key's own code ran)
         self._hash(&k)
         return self._probe(base, &k)
 
@@ -471,6 +472,9 @@ class FrozenDictItems(collections.abc.ItemsView):
 
 
 cdef bint _frozendict_equal(FrozenDict a, object b) except -1:
+    if a is b:  # (its float NaN values are new objects at every access)
+        a._base()
+        return True
     if len(a) != len(b):
         return False
     for key, value in a.items():

@@ -188,7 +188,9 @@ def test_closed_region_is_value_error_everywhere() -> None:
     for op in (len, list, lambda x: x["a"], lambda x: x[1], lambda x: x.get("a"),
                lambda x: "a" in x, lambda x: x.keys(), lambda x: x.values(),
                lambda x: x.items(), lambda x: x.get_many(["a"]), lambda x: x == {},
-               lambda x: pickle.dumps(x), lambda x: x.nbytes):
+               lambda x: pickle.dumps(x), lambda x: x.nbytes,
+               # keys no map can hold are refused as closed too, not answered
+               lambda x: x.get(None), lambda x: 1.5 in x, lambda x: x.get_many([None])):
         with pytest.raises(ValueError, match="closed region"):
             op(m)
     with pytest.raises(ValueError, match="closed region"):
