@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Fuzz target over cowbuf's public API.
 
-Each input is a program: a sequence of calls on Regions, Arrays, Counters, their
-slices and their buffer exports (memoryview, numpy), with arguments read from the
-input bytes, in any order: close, freeze, del and garbage collection included, and
-numbers whose __index__ runs another step of the program in the middle of a call.
+Each input is a program: a sequence of calls on Regions, Arrays, Counters, StrArrays,
+BytesArrays, FrozenDicts, their slices and their buffer exports (memoryview, numpy),
+with arguments read from the input bytes, in any order: close, freeze, del and garbage
+collection included, numbers whose __index__ runs another step of the program in the
+middle of a call, and maps and string arrays made from arbitrary bytes.
 Exceptions that cowbuf documents (ValueError, TypeError, IndexError, OverflowError,
 BufferError, MemoryError) are fine; anything else, a failed consistency check, and
 of course a crash (segfault, SIGBUS, abort, a sanitizer report) is a finding.
@@ -63,6 +64,7 @@ EDGES = [0, 1, -1, 2, 7, 8, 9, 63, 64, 127, 128, -128, -129, 255, 256, 4095, 409
          2**62, 2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**64 - 1, 2**64, 10**30, -(10**30)]
 FLOATS = [0.0, -0.0, 1.5, -2.5, float("nan"), float("inf"), float("-inf"), 1e300, 3.5e38,
           1e-310]
+NUMBERS = [f for f in FLOATS if f == f]
 TRACE = False
 
 
@@ -92,6 +94,18 @@ class Reader:
         chunk = self.data[self.pos:self.pos + nbytes]
         self.pos += nbytes
         return chunk.ljust(nbytes, b"\0")
+
+
+UNPICKLABLE = lambda: None  # noqa: E731  (a FrozenDict cannot hold it: TypeError)
+
+
+def outcome(fn: object, *args: object) -> tuple[str, object]:
+    """('ok', result) or the exception type's name: a FrozenDict and a dict agree when
+    these do."""
+    try:
+        return "ok", fn(*args)  # type: ignore[operator]
+    except Exception as exc:
+        return type(exc).__name__, None
 
 
 class Index:
@@ -135,6 +149,10 @@ class Fuzz:
         self.counters: list[cowbuf.Counter] = []
         self.exports: list[object] = []
         self.iterators: list[object] = []
+        # StrArrays and BytesArrays with the list they hold; FrozenDicts with their dict
+        self.strings: list[tuple[object, list[object]]] = []
+        self.maps: list[tuple[cowbuf.FrozenDict, dict[object, object]]] = []
+        self.held: list[object] = []  # Arrow capsules nobody imported
         self.allocated = 0
         self.disrupting = False
 
@@ -475,8 +493,9 @@ class Fuzz:
             cowbuf.array(self.value(), self.value())
 
     def drop(self) -> None:
-        pools = [self.regions, self.arrays, self.counters, self.exports, self.iterators]
-        pool = pools[self.r.below(5)]
+        pools = [self.regions, self.arrays, self.counters, self.exports, self.iterators,
+                 self.strings, self.maps, self.held]
+        pool = pools[self.r.below(len(pools))]
         if pool:
             del pool[self.r.below(len(pool))]
         if self.r.byte() & 1:
@@ -497,9 +516,157 @@ class Fuzz:
         finally:
             self.disrupting = False
 
+    # -- StrArray, BytesArray, FrozenDict ---------------------------------------------
+
+    def text(self) -> object:
+        kind = self.r.byte() % 4
+        if kind == 0:
+            return self.r.raw(self.r.below(12)).decode("latin-1")
+        if kind == 1:
+            return self.r.raw(2 * self.r.below(6)).decode("utf-16-le", "surrogatepass")
+        if kind == 2:
+            return ["", "\0", "\udc80", "😀", "é" * 70, "a" * 5000][self.r.below(6)]
+        return self.r.raw(self.r.below(12))
+
+    def new_strings(self) -> None:
+        text = bool(self.r.byte() & 1)
+        items = [self.text() for _ in range(self.r.below(40))]
+        if text:
+            items = [x if isinstance(x, str) else x.decode("latin-1") for x in items]
+        elif self.r.byte() & 1:  # any bytes-like, or a str among them: TypeError
+            items = [x.encode("utf-8", "surrogatepass") if isinstance(x, str) else x
+                     for x in items]
+        s = cowbuf.StrArray(items) if text else cowbuf.BytesArray(items)
+        self.keep(self.strings, (s, items))
+        self.keep(self.regions, s.region)  # closes, freezes and exports reach it too
+
+    def strings_op(self) -> None:
+        if not self.strings:
+            return
+        s, items = self.pick(self.strings)
+        op = self.r.byte() % 10
+        n = len(items)
+        if op == 0:
+            key = self.key(n)
+            got = s[key]
+            if isinstance(key, int):
+                assert got == items[key]
+            elif isinstance(key, slice) and key.step != 0:
+                assert got.tolist() == items[key]
+                self.keep(self.strings, (got, items[key]))
+        elif op == 1:
+            x = self.pick(items) if items and self.r.byte() & 1 else self.text()
+            assert (x in s) == (x in items) and s.count(x) == items.count(x)
+            if x in items:
+                assert s.index(x) == items.index(x)
+        elif op == 2:
+            self.keep(self.iterators, iter(s) if self.r.byte() & 1 else reversed(s))
+        elif op == 3:
+            assert s.tolist() == items == list(s) and s == items and len(s) == n
+        elif op == 4:
+            offsets = s.offsets
+            assert len(offsets) == n + 1 and len(s.data) >= offsets[n] - offsets[0]
+            self.keep(self.arrays, offsets if self.r.byte() & 1 else s.data)
+        elif op == 5:
+            capsules = s.__arrow_c_array__()  # dropped unread: released by the capsules
+            if self.r.byte() & 1:
+                self.keep(self.held, capsules)
+        elif op == 6:
+            if self.r.byte() & 1:
+                copy = pickle.loads(pickle.dumps(s, self.r.byte() % (pickle.HIGHEST_PROTOCOL + 1)))
+            else:
+                copy = pickle.loads(ForkingPickler.dumps(s))
+            assert copy == s and copy.tolist() == items
+        elif op == 7:
+            other = self.pick(self.strings)[0]
+            assert (s == other) is (not (s != other))
+        elif op == 8:
+            repr(s), s.nbytes
+        else:
+            s.__init__(items)  # a second __init__ is refused
+
+    def key_or_value(self, value: bool) -> object:
+        kind = self.r.byte() % 8
+        if kind < 3:
+            return self.text()
+        if kind < 5:
+            return self.integer()
+        if kind == 5:  # (not NaN: a FrozenDict returns a new float, never equal to it)
+            return NUMBERS[self.r.below(len(NUMBERS))] if value else float(self.r.byte() % 4)
+        if kind == 6:
+            return bool(self.r.byte() & 1)
+        if value:  # values that are pickled: equal to their copies, or not picklable
+            return [None, 1j, Decimal("0.5"), [1, "x"], (), frozenset({2}),
+                    UNPICKLABLE][self.r.below(7)]
+        return self.value()  # odd keys: floats, None, lists, numbers that are not ints
+
+    def new_map(self) -> None:
+        pairs = [(self.key_or_value(False), self.key_or_value(True))
+                 for _ in range(self.r.below(40))]
+        m = cowbuf.FrozenDict(pairs)
+        self.keep(self.maps, (m, dict(pairs)))
+        self.keep(self.regions, m.region)
+
+    def map_op(self) -> None:
+        if not self.maps:
+            return
+        m, d = self.pick(self.maps)
+        op = self.r.byte() % 8
+        k = self.pick(list(d)) if d and self.r.byte() & 1 else self.key_or_value(False)
+        if m.region.closed:  # (closed by the close step): every use is ValueError
+            with contextlib.suppress(ValueError):
+                m.get(k)
+                raise AssertionError("a closed FrozenDict answered")
+            return
+        if op == 0:
+            assert outcome(m.__getitem__, k) == outcome(d.__getitem__, k)
+        elif op == 1:
+            assert m.get(k, "-") == d.get(k, "-") and (k in m) == (k in d)
+        elif op == 2:
+            keys = [k, *(self.key_or_value(False) for _ in range(self.r.below(40)))]
+            assert m.get_many(keys, "-") == [d.get(x, "-") for x in keys]
+        elif op == 3:
+            it = [iter(m), iter(m.values()), iter(m.items())][self.r.below(3)]
+            self.keep(self.iterators, it)
+        elif op == 4:
+            assert m == d and list(m.items()) == list(d.items())
+        elif op == 5:
+            if self.r.byte() & 1:
+                copy = pickle.loads(pickle.dumps(m, self.r.byte() % (pickle.HIGHEST_PROTOCOL + 1)))
+            else:
+                copy = pickle.loads(ForkingPickler.dumps(m))
+            assert copy == d
+        elif op == 6:
+            repr(m), len(m), m.nbytes, m.keys() & {k}
+        else:
+            m.__init__(d)  # a second __init__ is refused
+
+    def crafted(self) -> None:
+        """Maps and string arrays from arbitrary bytes: refused, or read safely."""
+        if self.r.byte() & 1:
+            base = bytearray(memoryview(self.pick(self.maps)[0].region)) if self.maps else b""
+            data = bytearray(base) or bytearray(self.r.raw(self.r.below(256)))
+            for _ in range(self.r.below(4)):
+                if data:
+                    data[self.r.below(len(data))] = self.r.byte()
+            m = cowbuf._core._frozendict_from_bytes(bytes(data))
+            # keys only: a damaged pickled value could name any function to call. A
+            # damaged key may not be found again: its slot holds the old key's hash.
+            keys = list(m)
+            assert len(keys) == len(m)
+            for k in keys:
+                k in m  # noqa: B015
+        else:
+            n = self.r.below(8)
+            offsets = struct.pack(f"<{n + 1}q", *(self.integer() % 64 for _ in range(n + 1)))
+            s = cowbuf._core._strings_from_bytes(bool(self.r.byte() & 1), offsets,
+                                                 self.r.raw(self.r.below(64)))
+            s.tolist()
+
     STEPS = ("new_region", "new_array", "new_counter", "view", "slice_", "get_item",
              "set_item", "whole", "export", "use_export", "close", "freeze", "pickle_",
-             "atomic", "counter", "iterate", "misuse", "drop")
+             "atomic", "counter", "iterate", "misuse", "drop",
+             "new_strings", "strings_op", "new_map", "map_op", "crafted")
 
     def run(self) -> None:
         steps = 0
