@@ -1,10 +1,11 @@
-"""cowbuf: typed arrays and atomic counters in shared memory for multi-process Python.
+"""cowbuf: typed arrays, atomic counters, strings and frozen dicts in shared memory for
+multi-process Python.
 
 Forked workers that read big preloaded Python objects copy them, because every read
-writes a reference count. cowbuf keeps raw numbers in shared memory and gives Python
-typed views on them that never touch an object header, so the memory stays shared.
-Regions, arrays and counters travel to pool workers by reference under every start
-method (fork, forkserver, spawn).
+writes a reference count. cowbuf keeps raw numbers, strings and lookup tables in shared
+memory and gives Python views on them that never touch an object header there, so the
+memory stays shared. Regions, arrays, counters, StrArrays, BytesArrays and FrozenDicts
+travel to pool workers by reference under every start method (fork, forkserver, spawn).
 """
 
 from cowbuf import _sharing  # noqa: F401  (registers the by-reference reducers)

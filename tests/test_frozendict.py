@@ -357,7 +357,7 @@ def test_cloudpickle_copies_by_value() -> None:
     assert cloudpickle.loads(cloudpickle.dumps(m)) == d
 
 
-def test_by_reference_to_workers_under_every_start_method(run_workers) -> None:  # type: ignore[no-untyped-def]
+def test_by_reference_to_worker_processes_under_every_start_method(run_workers) -> None:  # type: ignore[no-untyped-def]
     big, d = make_map()
     d.update({f"user:{i}": i for i in range(2000)})
     big = cowbuf.FrozenDict(d)  # a mapping of its own
@@ -369,14 +369,14 @@ def test_by_reference_to_workers_under_every_start_method(run_workers) -> None: 
                           m.get_many(probes, "absent"), True, True)
 
 
-def test_a_pool_result_comes_back_as_the_same_memory(mp_context) -> None:  # type: ignore[no-untyped-def]
+def test_a_result_of_pool_processes_comes_back_as_the_same_memory(mp_context) -> None:  # type: ignore[no-untyped-def]
     m = cowbuf.FrozenDict({f"k{i}": i for i in range(1000)})
     with mp_context.Pool(1) as pool:
         back = pool.apply(w.identity, (m,))
     assert back.region is m.region and back == m
 
 
-def test_registry_and_pool_kwargs(mp_context) -> None:  # type: ignore[no-untyped-def]
+def test_registry_and_pool_kwargs_reach_pool_processes(mp_context) -> None:  # type: ignore[no-untyped-def]
     cowbuf.registry["prices"] = cowbuf.FrozenDict(apple=1.5, pear=2.0)
     try:
         with mp_context.Pool(1, **cowbuf.pool_kwargs()) as pool:
@@ -406,7 +406,7 @@ def look_up_everything(container: object, n: int) -> tuple[int, int]:
 
 
 @linux_only
-def test_three_forked_workers_that_look_up_every_key_stay_shared(run_forked) -> None:  # type: ignore[no-untyped-def]
+def test_three_forked_worker_processes_that_look_up_every_key_stay_shared(run_forked) -> None:  # type: ignore[no-untyped-def]
     keys = [f"user:{i:09d}:{i % 9973:07d}" for i in range(N_ENTRIES)]
     as_dict = dict(zip(keys, range(10**6, 10**6 + N_ENTRIES), strict=True))
     shared = cowbuf.FrozenDict(as_dict)
@@ -458,7 +458,7 @@ def test_lookups_leak_nothing() -> None:
     assert growth < 200_000, after.compare_to(before, "lineno")[:5]
 
 
-def test_other_hash_seeds_find_every_key() -> None:
+def test_processes_with_other_hash_seeds_find_every_key() -> None:
     # Python's hash() is randomised per process; a FrozenDict's hash is its own: a map
     # made here is read whole by a process with another PYTHONHASHSEED.
     m, d = make_map()

@@ -245,7 +245,7 @@ def test_plain_pickle_copies_by_value(trip) -> None:  # type: ignore[no-untyped-
         assert copy.region is not original.region and copy.region.frozen
 
 
-def test_by_reference_to_workers_under_every_start_method(run_workers) -> None:  # type: ignore[no-untyped-def]
+def test_by_reference_to_worker_processes_under_every_start_method(run_workers) -> None:  # type: ignore[no-untyped-def]
     s = cowbuf.StrArray(NASTY * 50)  # a page or more: a mapping of its own
     b = cowbuf.BytesArray([b"x", b"", b"\0\1"])  # carved from the frozen arena
     part = s[3:20]
@@ -253,14 +253,14 @@ def test_by_reference_to_workers_under_every_start_method(run_workers) -> None: 
     assert result == (s.tolist(), b.tolist(), part.tolist(), True, True, True)
 
 
-def test_a_pool_result_comes_back_as_the_same_memory(mp_context) -> None:  # type: ignore[no-untyped-def]
+def test_a_result_of_pool_processes_comes_back_as_the_same_memory(mp_context) -> None:  # type: ignore[no-untyped-def]
     s = cowbuf.StrArray(["a", "b"] * 5000)
     with mp_context.Pool(1) as pool:
         back = pool.apply(w.identity, (s[10:],))
     assert back.region is s.region and back == s.tolist()[10:]
 
 
-def test_registry_and_pool_kwargs(mp_context) -> None:  # type: ignore[no-untyped-def]
+def test_registry_and_pool_kwargs_reach_pool_processes(mp_context) -> None:  # type: ignore[no-untyped-def]
     cowbuf.registry["names"] = cowbuf.StrArray(["x", "y", "z"])
     try:
         with mp_context.Pool(1, **cowbuf.pool_kwargs()) as pool:
