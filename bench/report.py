@@ -22,6 +22,7 @@ from typing import Any
 import bench_access
 import bench_containers
 import bench_counters
+import bench_ecosystem
 import bench_handoff
 import bench_scaling
 import gunicorn_memory
@@ -32,10 +33,12 @@ FORMATTERS = {
     "access": bench_access.format_result,
     "counters": bench_counters.format_result,
     "handoff": bench_handoff.format_result,
+    "ecosystem": bench_ecosystem.format_result,
     "scaling": bench_scaling.format_result,
     "containers": bench_containers.format_result,
 }
-ORDER = ["gunicorn", "access", "counters", "handoff", "scaling", "containers"]
+ORDER = ["gunicorn", "access", "counters", "handoff", "ecosystem", "scaling",
+         "containers"]
 PHASE_COLORS = {"boot": "#dddddd", "idle": "#f4f4f4", "read": "#ffe3c2", "load": "#dcebfa"}
 
 

@@ -8,7 +8,7 @@ memory stays shared. Regions, arrays, counters, StrArrays, BytesArrays and Froze
 travel to pool workers by reference under every start method (fork, forkserver, spawn).
 """
 
-from cowbuf import _sharing  # noqa: F401  (registers the by-reference reducers)
+from cowbuf import _joblib, _sharing  # noqa: F401  (_sharing registers the reducers)
 from cowbuf._core import (
     TYPECODES,
     Array,
@@ -20,6 +20,8 @@ from cowbuf._core import (
     array,
 )
 from cowbuf._registry import Registry, pool_kwargs, registry
+
+_joblib.install()  # by reference through joblib and loky too, once they are imported
 
 __version__ = "0.1.0"
 

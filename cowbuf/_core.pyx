@@ -34,7 +34,7 @@ from libc.limits cimport (
     SHRT_MAX, SHRT_MIN, UCHAR_MAX, UINT_MAX, ULLONG_MAX, ULONG_MAX, USHRT_MAX,
 )
 from libc.math cimport NAN
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcmp, memcpy, memmove
 from posix.mman cimport munmap
