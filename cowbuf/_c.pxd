@@ -1,6 +1,7 @@
 # Every C declaration of cowbuf's own headers, in one place. The headers hold all of
 # the core's C: plain functions of C types that set errno and never touch Python
 # state (so they run without the GIL), except _cpython.h, which reads Python ints.
+from cpython.object cimport PyObject
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 
@@ -55,6 +56,7 @@ cdef extern from "_text.h":
     bint cowbuf_utf8_has_surrogate(const char* p, Py_ssize_t n) noexcept nogil
     bint cowbuf_str_is_ascii(object s) noexcept
     object cowbuf_str_from_ascii(const char* p, Py_ssize_t n)
+    object cowbuf_str_from_ascii_into(PyObject** spare, const char* p, Py_ssize_t n)
     object cowbuf_str_from_utf8(const char* p, Py_ssize_t n)
 
 

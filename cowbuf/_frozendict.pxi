@@ -30,7 +30,6 @@ import reprlib
 
 from cpython.dict cimport PyDict_Next
 from cpython.float cimport PyFloat_Check, PyFloat_FromDouble
-from cpython.object cimport PyObject
 from cpython.unicode cimport PyUnicode_CheckExact
 from libc.math cimport floor, isfinite
 from libc.stdint cimport uint8_t, uint16_t

@@ -17,6 +17,8 @@ import collections.abc
 from cpython.buffer cimport PyBUF_SIMPLE
 from cpython.bytearray cimport PyByteArray_Check
 from cpython.bytes cimport PyBytes_Check, PyBytes_GET_SIZE
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.unicode cimport PyUnicode_Check
 
 cdef extern from "Python.h":
@@ -512,9 +514,19 @@ cdef class _StringsIterator:
         Py_ssize_t _index
         Py_ssize_t _step
         bint _text
+        # The last two ASCII str this iterator made, owned references (or NULL): when
+        # the loop is done with the older one (a `for` loop still holds the newer), the
+        # next item is written into it (cowbuf_str_from_ascii_into, which needs the
+        # address of the one reference).
+        PyObject* _older
+        PyObject* _newer
 
     def __cinit__(self):
         self._region = _NO_REGION
+
+    def __dealloc__(self):
+        Py_XDECREF(self._older)
+        Py_XDECREF(self._newer)
 
     def __iter__(self):
         return self
@@ -527,10 +539,18 @@ cdef class _StringsIterator:
         if addr == NULL:
             _raise_closed()
         cdef const int64_t* offs = <const int64_t*>(addr + self._offsets)
+        cdef const char* p = addr + self._data + offs[i]
+        cdef Py_ssize_t n = offs[i + 1] - offs[i]
         self._left -= 1
         self._index = i + self._step
-        return _text_item(self._text, self._region, addr + self._data + offs[i],
-                          <Py_ssize_t>(offs[i + 1] - offs[i]))
+        if not (self._text and cowbuf_is_ascii(p, n)):
+            return _text_item(self._text, self._region, p, n)
+        item = cowbuf_str_from_ascii_into(&self._older, p, n)
+        Py_XDECREF(self._older)
+        self._older = self._newer
+        Py_INCREF(item)
+        self._newer = <PyObject*>item
+        return item
 
     def __length_hint__(self):
         return max(self._left, 0)

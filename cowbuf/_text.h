@@ -13,22 +13,32 @@
 #include <stdint.h>
 #include <string.h>
 
-/* 1 if every byte of p[0..n) is ASCII. Plain C. */
+/* 1 if every byte of p[0..n) is ASCII. Plain C. Whole words, the last one overlapping
+ * the one before: no loop over single bytes for the short strings of a table. */
 static inline int
 cowbuf_is_ascii(const char *p, Py_ssize_t n)
 {
     const unsigned char *s = (const unsigned char *)p;
-    uint64_t any = 0;
-    Py_ssize_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t word;
-        memcpy(&word, s + i, 8);
-        any |= word;
+    uint64_t any = 0, word;
+    uint32_t half;
+    if (n >= 8) {
+        for (Py_ssize_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&word, s + i, 8);
+            any |= word;
+        }
+        memcpy(&word, s + n - 8, 8);
+        return ((any | word) & 0x8080808080808080ULL) == 0;
     }
-    for (; i < n; i++) {
+    if (n >= 4) {
+        memcpy(&half, s, 4);
+        any = half;
+        memcpy(&half, s + n - 4, 4);
+        return ((any | half) & 0x80808080U) == 0;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
         any |= s[i];
     }
-    return (any & 0x8080808080808080ULL) == 0;
+    return (any & 0x80) == 0;
 }
 
 /* Bytes of the UTF-8 (surrogatepass) encoding of `len` code points of `kind` at data. */
@@ -118,6 +128,32 @@ cowbuf_str_from_ascii(const char *p, Py_ssize_t n)
         memcpy(PyUnicode_DATA(s), p, (size_t)n);
     }
     return s;
+}
+
+/* The ASCII bytes p[0..n) (checked by the caller) as a str, written into *spare if
+ * nobody but the caller holds it any more: a str the caller made and keeps in *spare,
+ * whose one reference is that one, compact ASCII of the same length, not interned. Rewriting such a
+ * str in place, its hash forgotten, is invisible to every other object: CPython does as
+ * much to a str of refcount 1 that it appends to, and zip() and enumerate() to the
+ * tuple they return. It saves an iteration the allocation and the free of a str per
+ * item. A new reference. */
+static inline PyObject *
+cowbuf_str_from_ascii_into(PyObject **slot, const char *p, Py_ssize_t n)
+{
+    PyObject *spare = *slot;
+    if (spare != NULL && n > 0 && Py_REFCNT(spare) == 1 && PyUnicode_CheckExact(spare)
+            && PyUnicode_IS_COMPACT_ASCII(spare) && PyUnicode_GET_LENGTH(spare) == n
+            && !PyUnicode_CHECK_INTERNED(spare)
+#if PY_VERSION_HEX < 0x030C0000
+            && ((PyASCIIObject *)spare)->wstr == NULL /* (3.11's cached wchar_t copy) */
+#endif
+    ) {
+        memcpy(PyUnicode_DATA(spare), p, (size_t)n);
+        ((PyASCIIObject *)spare)->hash = -1;
+        Py_INCREF(spare);
+        return spare;
+    }
+    return cowbuf_str_from_ascii(p, n);
 }
 
 /* A new str from UTF-8 (surrogatepass) bytes; NULL with an exception set (bytes that

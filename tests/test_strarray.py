@@ -38,6 +38,31 @@ def test_every_str_round_trips() -> None:
         assert hash(item) == hash(expected)
 
 
+def test_items_kept_from_an_iteration_stay_what_they_were() -> None:
+    # The iterator writes an item into the str it made two items before when nothing
+    # else holds that str any more: whatever the loop keeps, however, must never change.
+    expected = [f"{i:08d}" for i in range(2000)] + ["short", "é", "", "longer one"]
+    s = cowbuf.StrArray(expected)
+    assert list(iter(s)) == expected and list(reversed(s)) == expected[::-1]
+    kept, hashes, every_third = {}, [], []
+    for i, x in enumerate(s):
+        hashes.append(hash(x))  # (a hash cached in an item must go with the rewrite)
+        if i % 3 == 0:
+            every_third.append(x)
+        kept.setdefault(x, i)
+    assert hashes == [hash(x) for x in expected]
+    assert every_third == expected[::3]
+    assert list(kept) == expected and all(kept[x] == i for i, x in enumerate(expected))
+    for x in s:  # interned items: never rewritten (3.11's interned dict holds them uncounted)
+        sys.intern(x)
+    for x in expected:
+        fresh = "".join(list(x))
+        assert sys.intern(fresh) == x
+    it = iter(s)
+    first, second, third = next(it), next(it), next(it)
+    assert (first, second, third) == tuple(expected[:3])
+
+
 def test_every_bytes_like_item_round_trips_as_bytes() -> None:
     items = [b"", b"\0", b"\xff" * 300, bytearray(b"ba"), memoryview(b"mv"),
              np.arange(3, dtype=np.int16), b"x" * 10_000]
