@@ -1,4 +1,5 @@
 # Declarations of the cdef classes of the core: the state each one keeps, and why.
+from cpython.object cimport PyObject
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 
@@ -157,6 +158,10 @@ cdef class _Strings:
         Py_ssize_t _data_nbytes
         # Items are str (StrArray), else bytes (BytesArray).
         bint _text
+        # The ASCII str this array returned last, an owned reference (or NULL): the next
+        # item is written into it if the caller has let it go (_text.h,
+        # cowbuf_str_from_ascii_into), saving a str's allocation and free per read.
+        PyObject* _spare
 
     cdef int _init(self, object init, bint text) except -1
     cdef inline const int64_t* _offs(self) except NULL

@@ -154,6 +154,9 @@ cdef class _Strings:
     def __cinit__(self):
         self._region = _NO_REGION
 
+    def __dealloc__(self):
+        Py_XDECREF(self._spare)
+
     cdef int _init(self, object init, bint text) except -1:
         if self._region is not _NO_REGION:
             raise TypeError(f"{type(self).__name__}.__init__() may only be called once")
@@ -176,8 +179,15 @@ cdef class _Strings:
 
     cdef object _item(self, Py_ssize_t i):
         cdef const int64_t* offs = self._offs()
-        return _text_item(self._text, self._region, self._region._addr + self._data + offs[i],
-                          <Py_ssize_t>(offs[i + 1] - offs[i]))
+        cdef const char* p = self._region._addr + self._data + offs[i]
+        cdef Py_ssize_t n = offs[i + 1] - offs[i]
+        if not (self._text and cowbuf_is_ascii(p, n)):
+            return _text_item(self._text, self._region, p, n)
+        item = cowbuf_str_from_ascii_into(&self._spare, p, n)
+        Py_XDECREF(self._spare)
+        Py_INCREF(item)
+        self._spare = <PyObject*>item
+        return item
 
     cdef Py_ssize_t _index(self, object key) except? -1:
         cdef Py_ssize_t i

@@ -39,8 +39,9 @@ def test_every_str_round_trips() -> None:
 
 
 def test_items_kept_from_an_iteration_stay_what_they_were() -> None:
-    # The iterator writes an item into the str it made two items before when nothing
-    # else holds that str any more: whatever the loop keeps, however, must never change.
+    # The iterator writes an item into the str it made two items before, and s[i] into
+    # the one it returned last, when nothing else holds that str any more: whatever the
+    # caller keeps, however, must never change.
     expected = [f"{i:08d}" for i in range(2000)] + ["short", "é", "", "longer one"]
     s = cowbuf.StrArray(expected)
     assert list(iter(s)) == expected and list(reversed(s)) == expected[::-1]
@@ -61,6 +62,12 @@ def test_items_kept_from_an_iteration_stay_what_they_were() -> None:
     it = iter(s)
     first, second, third = next(it), next(it), next(it)
     assert (first, second, third) == tuple(expected[:3])
+    # s[i] writes into the str it returned last, once the caller let it go
+    held = s[0]
+    assert [hash(s[i]) for i in range(50)] == [hash(x) for x in expected[:50]]
+    assert [s[i] for i in range(50)] == expected[:50] and held == expected[0]
+    mapping = {s[i]: i for i in range(100)}
+    assert list(mapping) == expected[:100]
 
 
 def test_every_bytes_like_item_round_trips_as_bytes() -> None:
