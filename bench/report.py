@@ -116,8 +116,7 @@ def chart_memory_over_time(gun: dict[str, Any], path: str, what: str = "") -> No
 
 
 def _chart_dicts(gun: dict[str, Any], path: str) -> None:
-    chart_memory_over_time(gun, path, f"a lookup table of {gun['config']['dict_items']:,} "
-                                      "string keys, every key looked up by every worker")
+    chart_memory_over_time(gun, path, f"{gun['config']['dict_items']:,} string keys")
 
 
 def chart_total_memory(gun: dict[str, Any], path: str) -> None:
