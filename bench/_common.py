@@ -305,7 +305,7 @@ def machine_info() -> dict[str, Any]:
         "cowbuf_commit": commit,
         "versions": {name: _version(name) for name in (
             "cowbuf", "numpy", "gunicorn", "joblib", "psutil", "matplotlib", "atomics",
-            "atomicshm")},
+            "atomicshm", "pyarrow", "marisa-trie")},
     }
 
 

@@ -2,12 +2,14 @@
 
 For each strategy of strategies.py: start gunicorn (sync workers, --preload unless the
 strategy is the no-preload baseline) on a free loopback port with the app of
-gunicorn_app.py holding N integers, and sample every process's USS and PSS
-(/proc/PID/smaps_rollup) through four phases:
+gunicorn_app.py holding N integers (or, for the lookup-table strategies, N string keys
+-> int), and sample every process's USS and PSS (/proc/PID/smaps_rollup) through four
+phases:
 
   boot    until every worker answers;
   idle    nothing happens;
-  read    each worker serves one request that reads every value in Python;
+  read    each worker serves one request that reads every value in Python (for a lookup
+          table: looks up every key, with key objects of its own);
   load    a bounded closed-loop load of /lookup requests (a few values each) from a
           client on loopback: requests/s and latency percentiles.
 
@@ -174,7 +176,10 @@ def run_strategy(strategy: strategies.Strategy, items: int, workers: int, cfg: d
                     continue
                 for r in httpload.get_all(port, ["/pid?hold=0.2"] * workers, timeout=60):
                     if isinstance(r, httpload.Response) and r.status == 200:
-                        worker_pids.add(int(r.body.split()[0]))
+                        pid, build_seconds = r.body.split()
+                        worker_pids.add(int(pid))
+                        # (with --preload: the master's build, inherited by every worker)
+                        result.setdefault("build_seconds", float(build_seconds))
                     else:
                         time.sleep(0.05)
             known |= worker_pids | set(children_of(proc.pid)) | {proc.pid}
@@ -266,18 +271,18 @@ def _median(values: list[float]) -> float | None:
 def run(quick: bool = False, smoke: bool = False, only: list[str] | None = None,
         items: int | None = None) -> dict[str, Any]:
     if smoke:
-        cfg = {"items": 50_000, "workers": 3, "idle": 0.2, "settle": 0.1, "load_seconds": 0.5,
-               "concurrency": 3, "interval": 0.05}
+        cfg = {"items": 50_000, "dict_items": 20_000, "workers": 3, "idle": 0.2,
+               "settle": 0.1, "load_seconds": 0.5, "concurrency": 3, "interval": 0.05}
     elif quick:
-        cfg = {"items": 10_000_000, "workers": 3, "idle": 0.3, "settle": 0.2,
-               "load_seconds": 1.0, "concurrency": 4, "interval": 0.1}
+        cfg = {"items": 10_000_000, "dict_items": 1_000_000, "workers": 3, "idle": 0.3,
+               "settle": 0.2, "load_seconds": 1.0, "concurrency": 4, "interval": 0.1}
     else:
-        cfg = {"items": 10_000_000, "workers": 3, "idle": 1.0, "settle": 1.0,
-               "load_seconds": 5.0, "concurrency": 4, "interval": 0.1}
+        cfg = {"items": 10_000_000, "dict_items": 1_000_000, "workers": 3, "idle": 1.0,
+               "settle": 1.0, "load_seconds": 5.0, "concurrency": 4, "interval": 0.1}
     if items:
         cfg["items"] = items
     cfg.update(boot_timeout=300, read_rounds_max=20)
-    n, workers = cfg["items"], cfg["workers"]
+    workers = cfg["workers"]
     results: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="cowbuf-bench-") as tmp:
@@ -290,6 +295,7 @@ def run(quick: bool = False, smoke: bool = False, only: list[str] | None = None,
                 skipped[name] = why
                 progress(f"gunicorn: {strategy.title}: skipped ({why})")
                 continue
+            n = cfg["dict_items"] if strategy.dataset == "dict" else cfg["items"]
             if name == "joblib" and joblib_file is None:
                 joblib_file = os.path.join(tmp, "data.pkl")
                 progress(f"gunicorn: joblib.dump of a {n:,}-item list")
@@ -305,9 +311,15 @@ def run(quick: bool = False, smoke: bool = False, only: list[str] | None = None,
             "config": cfg, "strategies": results, "skipped": skipped}
 
 
-def summary_rows(result: dict[str, Any]) -> list[list[str]]:
+def of_dataset(result: dict[str, Any], dataset: str) -> dict[str, dict[str, Any]]:
+    """The runs of the strategies of one data set ("ints" or "dict")."""
+    return {name: res for name, res in result["strategies"].items()
+            if strategies.STRATEGIES[name].dataset == dataset}
+
+
+def summary_rows(result: dict[str, Any], dataset: str = "ints") -> list[list[str]]:
     rows = []
-    for res in result["strategies"].values():
+    for res in of_dataset(result, dataset).values():
         s = res["summary"]
         idle, end = s.get("idle", {}), s.get("load", {})
         load = res.get("load", {})
@@ -333,6 +345,27 @@ SUMMARY_HEADERS = ["data held as", "preload", "worker USS after boot",
                    "lookups/s", "latency p50 / p99 ms"]
 
 
+def dict_rows(result: dict[str, Any]) -> list[list[str]]:
+    """The lookup-table strategies: each worker's growth, the total, the time of one
+    lookup (of every key, by one worker) and the build."""
+    rows = []
+    for res in of_dataset(result, "dict").values():
+        s = res["summary"]
+        grow = s.get("uss_growth_per_worker") or []
+        read = s.get("first_read_seconds_median")
+        rows.append([
+            res["title"], ", ".join(f"{g / 1e6:.1f}" for g in grow),
+            fmt_mb(s.get("load", {}).get("total_pss")),
+            f"{read / res['items'] * 1e9:,.0f} ns" if read else "—",
+            fmt_time(res.get("build_seconds")),
+        ])
+    return rows
+
+
+DICT_HEADERS = ["lookup table held as", "USS growth per worker (MB)", "total PSS",
+                "one lookup", "build"]
+
+
 def format_result(result: dict[str, Any]) -> str:
     cfg = result["config"]
     lines = [f"### {result['title']}: {cfg['workers']} sync workers, {cfg['items']:,} integers",
@@ -346,6 +379,12 @@ def format_result(result: dict[str, Any]) -> str:
              "much as the access, and compares nothing (bench_access does). "
              f"Load: {cfg['concurrency']} concurrent clients for {cfg['load_seconds']:g} s.",
              "", table(SUMMARY_HEADERS, summary_rows(result))]
+    if of_dataset(result, "dict"):
+        lines += ["", f"A lookup table of {cfg['dict_items']:,} keys `user:000000042:0123456` "
+                  "-> int, preloaded: each worker looks up every key once with key objects "
+                  "of its own (the read phase), then serves lookups. One lookup: the read "
+                  "phase's time per key, in Python, with the key made.", "",
+                  table(DICT_HEADERS, dict_rows(result))]
     for name, why in result["skipped"].items():
         lines.append(f"\n{name}: {why}")
     return "\n".join(lines)

@@ -21,6 +21,7 @@ from typing import Any
 
 import bench_access
 import bench_arrayops
+import bench_containers
 import bench_counters
 import bench_demo
 import bench_ecosystem
@@ -38,9 +39,10 @@ FORMATTERS = {
     "handoff": bench_handoff.format_result,
     "ecosystem": bench_ecosystem.format_result,
     "scaling": bench_scaling.format_result,
+    "containers": bench_containers.format_result,
 }
 ORDER = ["demo", "gunicorn", "access", "arrayops", "counters", "handoff", "ecosystem",
-         "scaling"]
+         "scaling", "containers"]
 PHASE_COLORS = {"boot": "#dddddd", "idle": "#f4f4f4", "read": "#ffe3c2", "load": "#dcebfa"}
 
 
@@ -53,7 +55,12 @@ def _pyplot() -> Any:
     return plt
 
 
-def chart_memory_over_time(gun: dict[str, Any], path: str) -> None:
+def _of_dataset(gun: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """The gunicorn results, with the strategies of one data set only."""
+    return {**gun, "strategies": gunicorn_memory.of_dataset(gun, dataset)}
+
+
+def chart_memory_over_time(gun: dict[str, Any], path: str, what: str = "") -> None:
     """One panel per strategy: each worker's USS (solid) and PSS (dashed) over time,
     the master's PSS (grey), and the phases shaded, like the article's charts."""
     plt = _pyplot()
@@ -103,12 +110,17 @@ def chart_memory_over_time(gun: dict[str, Any], path: str) -> None:
             legend.setdefault(label, handle)
     handles, labels = list(legend.values()), list(legend)
     cfg = gun["config"]
+    what = what or f"{cfg['items']:,} integers"
     fig.legend(handles, labels, loc="upper right", fontsize=8, ncol=4)
-    fig.suptitle(f"Memory of each gunicorn process over time: {cfg['workers']} workers, "
-                 f"{cfg['items']:,} integers", fontsize=11, x=0.02, ha="left")
+    fig.suptitle(f"Memory of each gunicorn process over time: {cfg['workers']} workers, {what}",
+                 fontsize=11, x=0.02, ha="left")
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _chart_dicts(gun: dict[str, Any], path: str) -> None:
+    chart_memory_over_time(gun, path, f"{gun['config']['dict_items']:,} string keys")
 
 
 def chart_total_memory(gun: dict[str, Any], path: str) -> None:
@@ -267,6 +279,8 @@ def markdown(data: dict[str, Any], charts: dict[str, str]) -> str:
                 if key in charts:
                     out += [f"![{alt}]({charts[key]})", ""]
         out += [body, ""]
+        if name == "gunicorn" and "dicts" in charts:
+            out += [f"![memory of each worker holding a lookup table]({charts['dicts']})", ""]
         if name == "scaling" and "scaling" in charts:
             out += [f"![total memory against workers]({charts['scaling']})", ""]
     return "\n".join(out)
@@ -309,13 +323,20 @@ def readme_section(data: dict[str, Any], results_dir: str = "bench/results",
         # (no read times here: three workers reading at once on this machine's CPUs
         # time the contention, not the access; bench_access compares access speed)
         rows = []
-        for res in gun["strategies"].values():
+        for res in gunicorn_memory.of_dataset(gun, "ints").values():
             s = res["summary"]
             grow = s.get("uss_growth_per_worker") or []
             rows.append([res["title"], fmt_mb(grow[len(grow) // 2] if grow else None),
                          fmt_mb(s.get("load", {}).get("total_pss"))])
         out += [table(["data held as", "growth of each worker (USS)",
                        "total memory (sum of PSS)"], rows), ""]
+        if gunicorn_memory.of_dataset(gun, "dict"):
+            out += [f"**A lookup table under gunicorn**: {cfg['dict_items']:,} keys "
+                    "`user:000000042:0123456` -> int, preloaded; each of the 3 workers looks "
+                    "up every key with key objects of its own, as a request handler would.",
+                    "", f"![memory of each worker holding a lookup table]({results_dir}/"
+                    f"{stem}-dicts.png)", "",
+                    table(gunicorn_memory.DICT_HEADERS, gunicorn_memory.dict_rows(gun)), ""]
     rows = all_targets(data)
     if rows:
         out += ["**cowbuf against its peers**, each ratio measured in the same run: the "
@@ -375,7 +396,10 @@ def write_report(data: dict[str, Any], out_dir: str, stem: str) -> list[str]:
         jobs = []
         gun = bench.get("gunicorn")
         if gun and gun.get("strategies"):
-            jobs += [("memory", chart_memory_over_time, gun), ("total", chart_total_memory, gun)]
+            ints, dicts = _of_dataset(gun, "ints"), _of_dataset(gun, "dict")
+            jobs += [("memory", chart_memory_over_time, ints), ("total", chart_total_memory, ints)]
+            if dicts["strategies"]:
+                jobs.append(("dicts", _chart_dicts, dicts))
         scaling = bench.get("scaling")
         if scaling and scaling.get("results"):
             jobs.append(("scaling", chart_scaling, scaling))

@@ -32,10 +32,11 @@ BENCHMARKS = {
     "handoff": ("bench_handoff.py", "handing an 80 MB array to a pool worker"),
     "scaling": ("bench_scaling.py", "memory and read time against workers and data size"),
     "ecosystem": ("bench_ecosystem.py", "joblib, pickle protocol 5 and Ray"),
+    "containers": ("bench_containers.py", "FrozenDict and StrArray against dict, list and peers"),
 }
 # cheap first, so that a broken setup shows in seconds
-ORDER = ["access", "arrayops", "counters", "handoff", "ecosystem", "demo", "gunicorn",
-         "scaling"]
+ORDER = ["access", "arrayops", "counters", "handoff", "containers", "ecosystem", "demo",
+         "gunicorn", "scaling"]
 
 
 def run_one(name: str, mode: list[str], index: int, count: int, t_start: float,

@@ -1,4 +1,4 @@
-"""Ways to hold N integers that forked workers read: the article's experiment.
+"""Ways to hold the data that forked workers read: the article's experiment.
 
 Each strategy builds the data (in the parent, before the fork, unless it is the
 "no preload" baseline) and reads it three ways:
@@ -7,6 +7,11 @@ Each strategy builds the data (in the parent, before the fork, unless it is the
   preloaded list into each worker, because each read writes a reference count;
 - c_sum: the sum computed in C, where the container has one (numpy, cowbuf);
 - lookup: a few values by index, as an API endpoint would.
+
+Two data sets: N integers (``dataset="ints"``), and a lookup table of N keys
+``"user:000000042:0123456"`` -> i (``dataset="dict"``), read by looking up every key
+with key objects the worker makes itself, as a request handler would: i is the key's
+index, so read_all sums to N(N-1)/2 either way.
 
 Shared by the gunicorn app (gunicorn_app.py) and the fork-scaling benchmark.
 """
@@ -34,6 +39,7 @@ class Strategy:
     lookup: Callable[[Any, int], int]
     c_sum: Callable[[Any], int] | None = None
     needs: str | None = None  # a module that must be importable
+    dataset: str = "ints"     # or "dict": a lookup table of string keys
 
 
 def _ints(n: int) -> array.array:
@@ -174,6 +180,58 @@ def _cowbuf_c_sum(a: Any) -> int:
     return a.sum()
 
 
+# -- lookup tables: N string keys -> int ----------------------------------------------------
+
+def dict_key(i: int) -> str:
+    """The key of entry i: a new str object at every call."""
+    return f"user:{i:09d}:{i * 7919 % 10_000_000:07d}"
+
+
+def _pairs(n: int) -> Any:
+    return ((dict_key(i), i) for i in range(n))
+
+
+def _build_dict(n: int) -> dict[str, int]:
+    return dict(_pairs(n))
+
+
+def _build_dict_frozen(n: int) -> dict[str, int]:
+    data = dict(_pairs(n))
+    gc.freeze()
+    return data
+
+
+def _lookup_every_key(data: Any) -> int:
+    return sum(data[dict_key(i)] for i in range(len(data)))
+
+
+def _lookup_key(data: Any, i: int) -> int:
+    return int(data[dict_key(i)])
+
+
+class _Trie:
+    """A marisa-trie of the keys and a numpy column of the values, by key id."""
+
+    def __init__(self, n: int) -> None:
+        import marisa_trie
+        import numpy as np
+        self.trie = marisa_trie.Trie(dict_key(i) for i in range(n))
+        self.values = np.empty(n, dtype=np.int64)
+        for i in range(n):
+            self.values[self.trie[dict_key(i)]] = i
+
+    def __getitem__(self, key: str) -> int:
+        return int(self.values[self.trie[key]])
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def _build_frozendict(n: int) -> Any:
+    import cowbuf
+    return cowbuf.FrozenDict(_pairs(n))
+
+
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
     Strategy("list-nopreload", "list, no preload", False, _build_list, _sum_iter, _index),
     Strategy("list", "list, --preload", True, _build_list, _sum_iter, _index),
@@ -192,6 +250,14 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
     Strategy("rawarray", "sharedctypes.RawArray", True, _build_rawarray, _sum_iter, _index),
     Strategy("cowbuf", "cowbuf Array", True, _build_cowbuf, _sum_iter, _index,
              c_sum=_cowbuf_c_sum, needs="cowbuf"),
+    Strategy("dict", "dict", True, _build_dict, _lookup_every_key, _lookup_key,
+             dataset="dict"),
+    Strategy("dict-gcfreeze", "dict + gc.freeze()", True, _build_dict_frozen,
+             _lookup_every_key, _lookup_key, dataset="dict"),
+    Strategy("marisa", "marisa-trie + numpy value column", True, _Trie, _lookup_every_key,
+             _lookup_key, needs="marisa_trie", dataset="dict"),
+    Strategy("frozendict", "cowbuf FrozenDict", True, _build_frozendict, _lookup_every_key,
+             _lookup_key, needs="cowbuf", dataset="dict"),
 ]}
 
 

@@ -1,14 +1,24 @@
-"""cowbuf: typed arrays and atomic counters in shared memory for multi-process Python.
+"""cowbuf: typed arrays, atomic counters, strings and frozen dicts in shared memory for
+multi-process Python.
 
 Forked workers that read big preloaded Python objects copy them, because every read
-writes a reference count. cowbuf keeps raw numbers in shared memory and gives Python
-typed views on them that never touch an object header, so the memory stays shared.
-Regions, arrays and counters travel to pool workers by reference under every start
-method (fork, forkserver, spawn).
+writes a reference count. cowbuf keeps raw numbers, strings and lookup tables in shared
+memory and gives Python views on them that never touch an object header there, so the
+memory stays shared. Regions, arrays, counters, StrArrays, BytesArrays and FrozenDicts
+travel to pool workers by reference under every start method (fork, forkserver, spawn).
 """
 
 from cowbuf import _joblib, _sharing  # noqa: F401  (_sharing registers the reducers)
-from cowbuf._core import TYPECODES, Array, Counter, Region, array
+from cowbuf._core import (
+    TYPECODES,
+    Array,
+    BytesArray,
+    Counter,
+    FrozenDict,
+    Region,
+    StrArray,
+    array,
+)
 from cowbuf._registry import Registry, pool_kwargs, registry
 
 _joblib.install()  # by reference through joblib and loky too, once they are imported
@@ -19,6 +29,9 @@ __all__ = [
     "TYPECODES",
     "Array",
     "Counter",
+    "StrArray",
+    "BytesArray",
+    "FrozenDict",
     "Region",
     "Registry",
     "array",

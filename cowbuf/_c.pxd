@@ -1,6 +1,7 @@
 # Every C declaration of cowbuf's own headers, in one place. The headers hold all of
 # the core's C: plain functions of C types that set errno and never touch Python
 # state (so they run without the GIL), except _cpython.h, which reads Python ints.
+from cpython.object cimport PyObject
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 
@@ -35,3 +36,32 @@ cdef extern from "_atomic.h" nogil:
 
 cdef extern from "_cpython.h":
     Py_ssize_t cowbuf_exact_index(object key) noexcept
+
+
+cdef extern from "_hash.h" nogil:
+    # FrozenDict's keyed hash: SipHash-1-3 of the message prefix || data[0..n).
+    uint64_t cowbuf_siphash13(uint64_t k0, uint64_t k1, unsigned char prefix,
+                              const void* data, size_t n)
+    uint64_t cowbuf_siphash_cd(uint64_t k0, uint64_t k1, unsigned char prefix,
+                               const void* data, size_t n, int c_rounds, int d_rounds)
+    void cowbuf_prefetch(const void* p)
+
+
+cdef extern from "_text.h":
+    # UTF-8 with lone surrogates passed through: how StrArray and FrozenDict keep text.
+    bint cowbuf_is_ascii(const char* p, Py_ssize_t n) noexcept nogil
+    Py_ssize_t cowbuf_utf8_size(int kind, const void* data, Py_ssize_t length) noexcept nogil
+    void cowbuf_utf8_encode(int kind, const void* data, Py_ssize_t length,
+                            char* out) noexcept nogil
+    bint cowbuf_utf8_has_surrogate(const char* p, Py_ssize_t n) noexcept nogil
+    bint cowbuf_str_is_ascii(object s) noexcept
+    object cowbuf_str_from_ascii(const char* p, Py_ssize_t n)
+    object cowbuf_str_from_ascii_into(PyObject** spare, const char* p, Py_ssize_t n)
+    object cowbuf_str_from_utf8(const char* p, Py_ssize_t n)
+
+
+cdef extern from "_arrow.h":
+    # The Arrow C data interface in PyCapsules (see _arrow.h for the lifetimes).
+    object cowbuf_arrow_schema_capsule(const char* format)
+    object cowbuf_arrow_array_capsule(object owner, int64_t length, int64_t offset,
+                                      int n_buffers, const Py_ssize_t* buffer_offsets)

@@ -1,5 +1,6 @@
 # Declarations of the cdef classes of the core: the state each one keeps, and why.
-from libc.stdint cimport uint32_t, uint64_t
+from cpython.object cimport PyObject
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 
 cdef class _Mapping:
@@ -156,3 +157,75 @@ cdef class Counter:
 
     cdef inline long long* _ptr(self) except NULL
     cdef inline long long* _wptr(self) except NULL
+
+
+cdef class _Strings:
+    cdef:
+        # Owner of the memory, frozen: the offsets checked when this object was made
+        # hold for its whole life, in every process.
+        Region _region
+        # Byte offset in the region of this array's first offset (a multiple of 8).
+        Py_ssize_t _offsets
+        # Number of items: _length + 1 offsets.
+        Py_ssize_t _length
+        # Byte offset in the region of the data the offsets count into.
+        Py_ssize_t _data
+        # Bytes of that data (of the whole array a view was sliced from).
+        Py_ssize_t _data_nbytes
+        # Items are str (StrArray), else bytes (BytesArray).
+        bint _text
+        # The ASCII str this array returned last, an owned reference (or NULL): the next
+        # item is written into it if the caller has let it go (_text.h,
+        # cowbuf_str_from_ascii_into), saving a str's allocation and free per read.
+        PyObject* _spare
+
+    cdef int _init(self, object init, bint text) except -1
+    cdef inline const int64_t* _offs(self) except NULL
+    cdef object _item(self, Py_ssize_t i)
+    cdef Py_ssize_t _index(self, object key) except? -1
+    cdef _Strings _slice(self, object key)
+    cdef _Strings _gather(self, Py_ssize_t start, Py_ssize_t step, Py_ssize_t n)
+    cdef object _needle(self, object x)
+    cdef Py_ssize_t _find(self, object x, Py_ssize_t start, Py_ssize_t stop,
+                          bint count) except -2
+    cdef bint _equal_list(self, list other) except -1
+
+
+cdef class StrArray(_Strings):
+    pass
+
+
+cdef class BytesArray(_Strings):
+    pass
+
+
+# A lookup key of a FrozenDict in its canonical form (see _frozendict.pxi).
+ctypedef struct _Key:
+    const char* p     # its bytes (in the key object, in buf, or in a holder object)
+    Py_ssize_t n
+    uint8_t type      # _K_STR, _K_BYTES, _K_INT, _K_BIGINT
+    char buf[8]       # the bytes of an int64 key
+    uint64_t hash
+
+
+cdef class FrozenDict:
+    cdef:
+        # Owner of the memory, frozen: the layout checked when this object was made
+        # holds for its whole life, in every process.
+        Region _region
+        # Copies of the header (_FDHeader): keys; slots - 1 (slots are a power of 2);
+        # the SipHash key; where the records begin and end (offsets in the region).
+        Py_ssize_t _length
+        uint64_t _mask
+        uint64_t _k0
+        uint64_t _k1
+        Py_ssize_t _records
+        Py_ssize_t _end
+
+    cdef int _attach(self, Region region) except -1
+    cdef inline char* _base(self) except NULL
+    cdef inline Py_ssize_t _probe(self, const char* base, _Key* key) noexcept nogil
+    cdef inline void _hash(self, _Key* key) noexcept nogil
+    cdef Py_ssize_t _lookup(self, object key) except -1
+    cdef object _value(self, const char* base, Py_ssize_t offset)
+    cdef object _key(self, const char* base, Py_ssize_t offset)

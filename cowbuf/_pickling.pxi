@@ -155,6 +155,9 @@ SHARED_TYPES = {
     Region: _share_region,
     Array: _share_array,
     Counter: _share_counter,
+    StrArray: _share_strings,
+    BytesArray: _share_strings,
+    FrozenDict: _share_frozendict,
 }
 
 

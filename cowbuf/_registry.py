@@ -9,10 +9,10 @@ import threading
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
-from cowbuf._core import SHARED_TYPES, Array, Counter, Region
+from cowbuf._core import SHARED_TYPES, Array, BytesArray, Counter, FrozenDict, Region, StrArray
 
 # For the type checker: what the registry holds (at run time, SHARED_TYPES decides).
-Shared = Region | Array | Counter
+Shared = Region | Array | Counter | StrArray | BytesArray | FrozenDict
 _SHARED = tuple(SHARED_TYPES)
 
 

@@ -50,9 +50,9 @@ def test_every_benchmark_ran(smoke_run: tuple[dict, str]) -> None:
     assert data["meta"]["machine"]["python"] == sys.version.split()[0]
     bench = data["benchmarks"]
     assert set(bench) == {"demo", "access", "arrayops", "counters", "handoff", "ecosystem",
-                          "gunicorn", "scaling"}
+                          "gunicorn", "scaling", "containers"}
     assert not [name for name, res in bench.items() if "error" in res]
-    for name in ("access", "arrayops", "counters", "handoff", "ecosystem"):
+    for name in ("access", "arrayops", "counters", "handoff", "ecosystem", "containers"):
         for t in bench[name]["targets"]:
             assert t["status"] in {"PASS", "MISS", "n/a"}, t
             if t["ratio"] is not None:
@@ -107,6 +107,15 @@ def test_arrayops_results_agree_with_array_array_and_numpy(
     assert checks and all(checks.values()), checks
 
 
+def test_containers_read_the_same_data(smoke_run: tuple[dict, str]) -> None:
+    containers = smoke_run[0]["benchmarks"]["containers"]
+    assert containers["strings"]["trailing_nul_kept"]["StrArray"]
+    assert containers["maps"]["bytes"]["FrozenDict"] > 0
+    # the lookup table under gunicorn: each FrozenDict worker stays shared
+    gun = smoke_run[0]["benchmarks"]["gunicorn"]["strategies"]["frozendict"]
+    assert all(g < 1e6 for g in gun["summary"]["uss_growth_per_worker"]), gun["summary"]
+
+
 def test_handoff_sends_cowbuf_by_reference(smoke_run: tuple[dict, str]) -> None:
     handoff = smoke_run[0]["benchmarks"]["handoff"]
     assert handoff["config"]["cowbuf_by_reference"]
@@ -127,9 +136,12 @@ def test_ecosystem_leaves_no_file_and_measures_every_peer(smoke_run: tuple[dict,
 def test_gunicorn_experiment(smoke_run: tuple[dict, str]) -> None:
     gun = smoke_run[0]["benchmarks"]["gunicorn"]
     expected = {"list-nopreload", "list", "list-gcfreeze", "numpy", "mmap-struct",
-                "mmap-memoryview", "shared_memory", "rawarray", "cowbuf"}
+                "mmap-memoryview", "shared_memory", "rawarray", "cowbuf",
+                "dict", "dict-gcfreeze", "frozendict"}
     if _installed("joblib"):
         expected.add("joblib")
+    if _installed("marisa_trie"):
+        expected.add("marisa")
     assert set(gun["strategies"]) == expected, gun["skipped"]
     for name, res in gun["strategies"].items():
         # stopped by SIGTERM, nothing had to be killed afterwards
@@ -157,9 +169,10 @@ def test_report_and_charts(smoke_run: tuple[dict, str]) -> None:
     with open(os.path.join(out, "smoke.md")) as f:
         report = f.read()
     for title in ("quick start", "gunicorn", "Element access", "array.array's operations",
-                  "Shared counters", "Hand an", "Scaling"):
+                  "Shared counters", "Hand an", "Scaling", "Strings and maps",
+                  "lookup table held as"):
         assert title in report
-    charts = ["smoke-memory.png", "smoke-total.png", "smoke-scaling.png"]
+    charts = ["smoke-memory.png", "smoke-total.png", "smoke-scaling.png", "smoke-dicts.png"]
     if _installed("matplotlib"):
         for chart in charts:
             with open(os.path.join(out, chart), "rb") as f:

@@ -28,7 +28,8 @@ status=0
 # error path, the numpy exports, and the lifetime torture (forked children included).
 # (tools/fuzz.sh replays the fuzz corpus with PYTHONMALLOC=malloc.)
 core_tests=(tests/test_region.py tests/test_array.py tests/test_numpy.py
-            tests/test_atomic.py tests/test_torture.py)
+            tests/test_atomic.py tests/test_torture.py tests/test_strarray.py
+            tests/test_frozendict.py)
 
 # -- AddressSanitizer + UndefinedBehaviorSanitizer ---------------------------------
 if [[ ,$passes, == *,asan,* ]]; then
@@ -99,9 +100,10 @@ if [[ ,$passes, == *,valgrind,* ]]; then
     build "$src" CFLAGS=-g
     logs=$scratch/valgrind-logs
     rm -rf "$logs" && mkdir -p "$logs"
-    # The core's own tests (ASan covers the numpy exports; tracemalloc is of no use
-    # under valgrind).
-    subset=(tests/test_region.py tests/test_array.py tests/test_atomic.py tests/test_torture.py)
+    # The core's own tests (ASan covers the numpy and Arrow exports; tracemalloc is of
+    # no use under valgrind).
+    subset=(tests/test_region.py tests/test_array.py tests/test_atomic.py tests/test_torture.py
+            tests/test_strarray.py tests/test_frozendict.py)
     say "valgrind memcheck with $("$python" -V): ${subset[*]}"
     # PYTHONMALLOC=malloc: every Python allocation is one memcheck sees. Leaks are not
     # checked (CPython keeps memory until exit), only invalid accesses and uses of
@@ -111,7 +113,8 @@ if [[ ,$passes, == *,valgrind,* ]]; then
             --num-callers=40 --suppressions="$root/tools/valgrind-python.supp" \
             --log-file="$logs/memcheck.%p" \
             "$venv/bin/python" -W error -m pytest -q -p no:cacheprovider \
-            -m "not slow" -k "not processes and not memory_leak" "${subset[@]}" "${extra[@]}"); then
+            -m "not slow" -k "not processes and not memory_leak and not arrow and not polars" \
+            "${subset[@]}" "${extra[@]}"); then
         say "valgrind: tests failed or memcheck reported errors"
         status=1
     fi

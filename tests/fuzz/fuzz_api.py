@@ -3,7 +3,8 @@
 
 Each input is a program: a sequence of operations from the table OPS (below), with
 arguments read from the input bytes, on Regions, Arrays, Counters, their slices and
-their buffer exports (memoryview, numpy), in any order. Besides the calls themselves:
+their buffer exports (memoryview, numpy), StrArrays, BytesArrays and FrozenDicts
+(and ones made from arbitrary bytes), in any order. Besides the calls themselves:
 close, freeze, del and garbage collection; numbers whose __index__ runs another step
 in the middle of a call; threads that write, read and add without the GIL while the
 program goes on; forked children that run steps of their own on what they inherit;
@@ -88,7 +89,18 @@ EDGES = [0, 1, -1, 2, 7, 8, 9, 63, 64, 127, 128, -128, -129, 255, 256, 4095, 409
          2**62, 2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**64 - 1, 2**64, 10**30, -(10**30)]
 FLOATS = [0.0, -0.0, 1.5, -2.5, float("nan"), float("inf"), float("-inf"), 1e300, 3.5e38,
           1e-310]
+NUMBERS = [f for f in FLOATS if f == f]
+UNPICKLABLE = lambda: None  # noqa: E731  (a FrozenDict cannot hold it: TypeError)
 TRACE = False
+
+
+def outcome(fn: Any, *args: object) -> tuple[str, object]:
+    """('ok', result) or the exception type's name: a FrozenDict and a dict agree when
+    these do."""
+    try:
+        return "ok", fn(*args)
+    except Exception as exc:
+        return type(exc).__name__, None
 
 
 class Finding(AssertionError):
@@ -195,6 +207,10 @@ class Fuzz:
         self.counters: list[cowbuf.Counter] = []
         self.exports: list[Any] = []
         self.iterators: list[Any] = []
+        # StrArrays and BytesArrays with the list they hold; FrozenDicts with their dict
+        self.strings: list[tuple[Any, list[Any]]] = []
+        self.maps: list[tuple[cowbuf.FrozenDict, dict[Any, Any]]] = []
+        self.held: list[Any] = []  # Arrow capsules nobody imported
         self.threads: list[Worker] = []
         # regions that threads of the parent keep writing (in a forked child)
         self.written_elsewhere: list[cowbuf.Region] = []
@@ -729,8 +745,9 @@ def misuse(f: Fuzz) -> None:
 
 @op
 def drop(f: Fuzz) -> None:
-    pools = [f.regions, f.arrays, f.counters, f.exports, f.iterators]
-    pool = pools[f.r.below(5)]
+    pools = [f.regions, f.arrays, f.counters, f.exports, f.iterators, f.strings, f.maps,
+             f.held]
+    pool = pools[f.r.below(len(pools))]
     if pool:
         del pool[f.r.below(len(pool))]
     if f.flag():
@@ -883,6 +900,165 @@ def crafted_by_reference(f: Fuzz) -> None:
 
 
 # The steps a Sneaky number may run in the middle of a call.
+# -- StrArray, BytesArray, FrozenDict ---------------------------------------------------
+
+def text(f: Fuzz) -> object:
+    kind = f.r.byte() % 4
+    if kind == 0:
+        return f.r.raw(f.r.below(12)).decode("latin-1")
+    if kind == 1:
+        return f.r.raw(2 * f.r.below(6)).decode("utf-16-le", "surrogatepass")
+    if kind == 2:
+        return ["", "\0", "\udc80", "😀", "é" * 70, "a" * 5000][f.r.below(6)]
+    return f.r.raw(f.r.below(12))
+
+
+@op
+def new_strings(f: Fuzz) -> None:
+    text = bool(f.r.byte() & 1)
+    items = [text(f) for _ in range(f.r.below(40))]
+    if text:
+        items = [x if isinstance(x, str) else x.decode("latin-1") for x in items]
+    elif f.r.byte() & 1:  # any bytes-like, or a str among them: TypeError
+        items = [x.encode("utf-8", "surrogatepass") if isinstance(x, str) else x
+                 for x in items]
+    s = cowbuf.StrArray(items) if text else cowbuf.BytesArray(items)
+    f.keep(f.strings, (s, items))
+    f.keep(f.regions, s.region)  # closes, freezes and exports reach it too
+
+
+@op
+def strings_op(f: Fuzz) -> None:
+    if not f.strings:
+        return
+    s, items = f.pick(f.strings)
+    op = f.r.byte() % 10
+    n = len(items)
+    if op == 0:
+        key = f.key(n)
+        got = s[key]
+        if isinstance(key, int):
+            assert got == items[key]
+        elif isinstance(key, slice) and key.step != 0:
+            assert got.tolist() == items[key]
+            f.keep(f.strings, (got, items[key]))
+    elif op == 1:
+        x = f.pick(items) if items and f.r.byte() & 1 else text(f)
+        assert (x in s) == (x in items) and s.count(x) == items.count(x)
+        if x in items:
+            assert s.index(x) == items.index(x)
+    elif op == 2:
+        f.keep(f.iterators, iter(s) if f.r.byte() & 1 else reversed(s))
+    elif op == 3:
+        assert s.tolist() == items == list(s) and s == items and len(s) == n
+    elif op == 4:
+        offsets = s.offsets
+        assert len(offsets) == n + 1 and len(s.data) >= offsets[n] - offsets[0]
+        f.keep(f.arrays, offsets if f.r.byte() & 1 else s.data)
+    elif op == 5:
+        capsules = s.__arrow_c_array__()  # dropped unread: released by the capsules
+        if f.r.byte() & 1:
+            f.keep(f.held, capsules)
+    elif op == 6:
+        if f.r.byte() & 1:
+            copy = pickle.loads(pickle.dumps(s, f.r.byte() % (pickle.HIGHEST_PROTOCOL + 1)))
+        else:
+            copy = pickle.loads(ForkingPickler.dumps(s))
+        assert copy == s and copy.tolist() == items
+    elif op == 7:
+        other = f.pick(f.strings)[0]
+        assert (s == other) is (not (s != other))
+    elif op == 8:
+        repr(s), s.nbytes
+    else:
+        s.__init__(items)  # a second __init__ is refused
+
+
+def key_or_value(f: Fuzz, value: bool) -> object:
+    kind = f.r.byte() % 8
+    if kind < 3:
+        return text(f)
+    if kind < 5:
+        return f.integer()
+    if kind == 5:  # (not NaN: a FrozenDict returns a new float, never equal to it)
+        return NUMBERS[f.r.below(len(NUMBERS))] if value else float(f.r.byte() % 4)
+    if kind == 6:
+        return bool(f.r.byte() & 1)
+    if value:  # values that are pickled: equal to their copies, or not picklable
+        return [None, 1j, Decimal("0.5"), [1, "x"], (), frozenset({2}),
+                UNPICKLABLE][f.r.below(7)]
+    return f.value()  # odd keys: floats, None, lists, numbers that are not ints
+
+
+@op
+def new_map(f: Fuzz) -> None:
+    pairs = [(key_or_value(f, False), key_or_value(f, True))
+             for _ in range(f.r.below(40))]
+    m = cowbuf.FrozenDict(pairs)
+    f.keep(f.maps, (m, dict(pairs)))
+    f.keep(f.regions, m.region)
+
+
+@op
+def map_op(f: Fuzz) -> None:
+    if not f.maps:
+        return
+    m, d = f.pick(f.maps)
+    op = f.r.byte() % 8
+    k = f.pick(list(d)) if d and f.r.byte() & 1 else key_or_value(f, False)
+    if m.region.closed:  # (closed by the close step): every use is ValueError
+        with contextlib.suppress(ValueError):
+            m.get(k)
+            raise AssertionError("a closed FrozenDict answered")
+        return
+    if op == 0:
+        assert outcome(m.__getitem__, k) == outcome(d.__getitem__, k)
+    elif op == 1:
+        assert m.get(k, "-") == d.get(k, "-") and (k in m) == (k in d)
+    elif op == 2:
+        keys = [k, *(key_or_value(f, False) for _ in range(f.r.below(40)))]
+        assert m.get_many(keys, "-") == [d.get(x, "-") for x in keys]
+    elif op == 3:
+        it = [iter(m), iter(m.values()), iter(m.items())][f.r.below(3)]
+        f.keep(f.iterators, it)
+    elif op == 4:
+        assert m == d and list(m.items()) == list(d.items())
+    elif op == 5:
+        if f.r.byte() & 1:
+            copy = pickle.loads(pickle.dumps(m, f.r.byte() % (pickle.HIGHEST_PROTOCOL + 1)))
+        else:
+            copy = pickle.loads(ForkingPickler.dumps(m))
+        assert copy == d
+    elif op == 6:
+        repr(m), len(m), m.nbytes, m.keys() & {k}
+    else:
+        m.__init__(d)  # a second __init__ is refused
+
+
+@op
+def crafted_containers(f: Fuzz) -> None:
+    """Maps and string arrays from arbitrary bytes: refused, or read safely."""
+    if f.r.byte() & 1:
+        base = bytearray(memoryview(f.pick(f.maps)[0].region)) if f.maps else b""
+        data = bytearray(base) or bytearray(f.r.raw(f.r.below(256)))
+        for _ in range(f.r.below(4)):
+            if data:
+                data[f.r.below(len(data))] = f.r.byte()
+        m = cowbuf._core._frozendict_from_bytes(bytes(data))
+        # keys only: a damaged pickled value could name any function to call. A
+        # damaged key may not be found again: its slot holds the old key's hash.
+        keys = list(m)
+        assert len(keys) == len(m)
+        for k in keys:
+            k in m  # noqa: B015
+    else:
+        n = f.r.below(8)
+        offsets = struct.pack(f"<{n + 1}q", *(f.integer() % 64 for _ in range(n + 1)))
+        s = cowbuf._core._strings_from_bytes(bool(f.r.byte() & 1), offsets,
+                                             f.r.raw(f.r.below(64)))
+        s.tolist()
+
+
 DISRUPTIONS = [close, freeze, drop, use_export, export, slice_]
 
 
