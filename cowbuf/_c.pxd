@@ -34,3 +34,21 @@ cdef extern from "_atomic.h" nogil:
 
 cdef extern from "_cpython.h":
     Py_ssize_t cowbuf_exact_index(object key) noexcept
+
+
+cdef extern from "_wait.h" nogil:
+    # Sleeping on a 32-bit word of shared memory until another process wakes it.
+    int64_t cowbuf_monotonic_ns()
+    void cowbuf_cpu_relax()
+    uint32_t* cowbuf_low_half(uint64_t* p)
+    uint32_t* cowbuf_high_half(uint64_t* p)
+    int cowbuf_wait(uint32_t* word, uint32_t expected, int64_t timeout_ns)
+    void cowbuf_wake(uint32_t* word, int count)
+
+
+cdef extern from "_process.h" nogil:
+    # Process identities ((start tag << 32) | pid) and whether their process is gone.
+    uint32_t COWBUF_PID_MASK
+    uint64_t cowbuf_identity()
+    int cowbuf_process_gone(uint64_t identity)
+
