@@ -8,7 +8,20 @@ method (fork, forkserver, spawn).
 """
 
 from cowbuf import _sharing  # noqa: F401  (registers the by-reference reducers)
-from cowbuf._core import TYPECODES, Array, Counter, Region, array
+from cowbuf._core import (
+    TYPECODES,
+    Array,
+    Barrier,
+    BoundedSemaphore,
+    Condition,
+    Counter,
+    Event,
+    Lock,
+    Region,
+    RLock,
+    Semaphore,
+    array,
+)
 from cowbuf._registry import Registry, pool_kwargs, registry
 
 __version__ = "0.1.0"
@@ -18,6 +31,13 @@ __all__ = [
     "Array",
     "Counter",
     "Region",
+    "Lock",
+    "RLock",
+    "Semaphore",
+    "BoundedSemaphore",
+    "Event",
+    "Condition",
+    "Barrier",
     "Registry",
     "array",
     "pool_kwargs",

@@ -52,3 +52,56 @@ cdef extern from "_process.h" nogil:
     uint64_t cowbuf_identity()
     int cowbuf_process_gone(uint64_t identity)
 
+
+cdef extern from "_sync.h" nogil:
+    # The layout in shared memory of the synchronization objects.
+    enum:
+        COWBUF_KIND_LOCK
+        COWBUF_KIND_RLOCK
+        COWBUF_KIND_SEMAPHORE
+        COWBUF_KIND_EVENT
+        COWBUF_KIND_CONDITION
+        COWBUF_KIND_BARRIER
+    uint32_t COWBUF_LOCK_WAITERS
+    uint32_t COWBUF_LOCK_STOLEN
+    uint32_t COWBUF_BARRIER_BROKEN
+    uint32_t COWBUF_BARRIER_COMPLETED
+    uint32_t COWBUF_BARRIER_ROUND_MASK
+    int COWBUF_BARRIER_ENDED
+
+    ctypedef struct cowbuf_sync_header:
+        uint32_t kind
+        uint64_t pid_namespace
+
+    ctypedef struct cowbuf_lock_state:
+        cowbuf_sync_header head
+        uint64_t word
+        uint64_t thread
+        uint32_t depth
+        uint32_t died
+
+    ctypedef struct cowbuf_semaphore_state:
+        cowbuf_sync_header head
+        uint32_t value
+        uint32_t sleepers
+        uint32_t bounded
+        uint32_t bound
+        uint32_t slots
+        uint32_t released
+
+    ctypedef struct cowbuf_event_state:
+        cowbuf_sync_header head
+        uint32_t flag
+        uint32_t sleepers
+
+    ctypedef struct cowbuf_condition_state:
+        cowbuf_sync_header head
+        uint32_t seq
+        uint32_t waiting
+        uint32_t pending
+
+    ctypedef struct cowbuf_barrier_state:
+        cowbuf_sync_header head
+        uint64_t state
+        uint32_t parties
+        uint32_t ended[16]

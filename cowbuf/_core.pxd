@@ -1,6 +1,11 @@
 # Declarations of the cdef classes of the core: the state each one keeps, and why.
 from libc.stdint cimport uint32_t, uint64_t
 
+from cowbuf._c cimport (
+    cowbuf_barrier_state, cowbuf_condition_state, cowbuf_event_state, cowbuf_lock_state,
+    cowbuf_semaphore_state,
+)
+
 
 cdef class _Mapping:
     cdef:
@@ -135,3 +140,71 @@ cdef class Counter:
 
     cdef inline long long* _ptr(self) except NULL
     cdef inline long long* _wptr(self) except NULL
+
+
+# The synchronization objects. Each holds the Region of its shared state, which it
+# never hands out (so nobody can close or freeze it), and a pointer to that state,
+# NULL until __init__ or the reconstructor of a reference has set it up.
+
+cdef class Lock:
+    cdef:
+        Region _region
+        cowbuf_lock_state* _s
+
+    cdef bint _is_owned(self) noexcept
+
+
+cdef class RLock:
+    cdef:
+        Region _region
+        cowbuf_lock_state* _s
+
+    cdef bint _is_owned_by(self, uint64_t me, uint64_t thread) noexcept
+    cdef bint _is_owned(self) noexcept
+    cdef uint32_t _release_all(self) noexcept
+
+
+cdef class Semaphore:
+    cdef:
+        Region _region
+        cowbuf_semaphore_state* _s
+
+    cdef int _init(self, object value, bint track_holders, bint bounded) except -1
+    cdef object _acquire_slot(self, bint blocking, object timeout)
+    cdef int _release_slots(self, Py_ssize_t count) except -1
+
+
+cdef class BoundedSemaphore(Semaphore):
+    pass
+
+
+cdef class Event:
+    cdef:
+        Region _region
+        cowbuf_event_state* _s
+
+    cdef cowbuf_event_state* _state(self) except NULL
+
+
+cdef class Condition:
+    cdef:
+        Region _region
+        cowbuf_condition_state* _s
+        # The cowbuf Lock or RLock that wait() releases and acquires again.
+        object _lock
+
+    cdef cowbuf_condition_state* _state(self) except NULL
+    cdef bint _is_owned(self) except -1
+
+
+cdef class Barrier:
+    cdef:
+        Region _region
+        cowbuf_barrier_state* _s
+        # Called by the last arrival of each round (in its process); None for none.
+        object _action
+        # The default timeout of wait() (None: none); travels with a reference.
+        object _timeout
+
+    cdef cowbuf_barrier_state* _state(self) except NULL
+    cdef int _complete(self, uint32_t round, uint64_t full) except -1

@@ -28,6 +28,7 @@ from cpython.long cimport (
 )
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.number cimport PyIndex_Check, PyNumber_AsSsize_t, PyNumber_Index
+from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.slice cimport PySlice_AdjustIndices, PySlice_Check, PySlice_Unpack
 from libc.errno cimport EACCES, EINTR, ENOMEM, EPERM, errno
 from libc.limits cimport (
@@ -35,7 +36,7 @@ from libc.limits cimport (
     SHRT_MAX, SHRT_MIN, UCHAR_MAX, UINT_MAX, ULLONG_MAX, ULONG_MAX, USHRT_MAX,
 )
 from libc.math cimport INFINITY, NAN
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport UINT32_MAX, int64_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcmp, memcpy, memmove
 from posix.mman cimport munmap
@@ -47,6 +48,7 @@ import os
 import sys
 import weakref
 from pickle import PickleBuffer
+from threading import BrokenBarrierError
 from types import GenericAlias
 
 from cowbuf._memory import check_commit
@@ -62,4 +64,8 @@ include "_array.pxi"
 include "_add_at.pxi"
 include "_construct.pxi"
 include "_counter.pxi"
+include "_lock.pxi"
+include "_semaphore.pxi"
+include "_condition.pxi"
+include "_barrier.pxi"
 include "_pickling.pxi"

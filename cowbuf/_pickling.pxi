@@ -106,6 +106,13 @@ SHARED_TYPES = {
     Region: _share_region,
     Array: _share_array,
     Counter: _share_counter,
+    Lock: _share_lock,
+    RLock: _share_rlock,
+    Semaphore: _share_semaphore,
+    BoundedSemaphore: _share_semaphore,
+    Event: _share_event,
+    Condition: _share_condition,
+    Barrier: _share_barrier,
 }
 
 
