@@ -12,12 +12,19 @@
 # once the round has moved on: completed, or reset.
 
 cdef uint32_t _PARTIES_MAX = 1024
+
+
 cdef inline uint64_t* _arrivals(cowbuf_barrier_state* s, uint32_t round) noexcept nogil:
     return <uint64_t*>(<char*>s + sizeof(cowbuf_barrier_state)) + (round & 1) * s.parties
 
 
 cdef inline uint32_t _high(uint64_t state) noexcept nogil:
     return <uint32_t>(state >> 32)
+
+
+cdef inline uint64_t _next_round(uint32_t round) noexcept nogil:
+    """The state of the round after `round`, with no arrivals and not broken."""
+    return <uint64_t>((round + 1) & COWBUF_BARRIER_ROUND_MASK) << 32
 
 
 cdef bint _member_gone(cowbuf_barrier_state* s, uint32_t round) noexcept nogil:
@@ -58,6 +65,7 @@ cdef void _break_round(cowbuf_barrier_state* s, uint32_t round) noexcept:
 
 @cython.no_gc_clear
 @cython.final
+@cython.binding(False)
 cdef class Barrier:
     """Barrier(parties, action=None, timeout=None)
 
@@ -107,8 +115,8 @@ cdef class Barrier:
         BrokenBarrierError if the barrier is or gets broken, reset, or aborted, or
         the timeout passed (which breaks it)."""
         cdef cowbuf_barrier_state* s = self._state()
-        cdef int64_t deadline = _deadline(_seconds(self._timeout if timeout is None
-                                                    else timeout))
+        cdef int64_t deadline = _deadline(
+            _seconds(self._timeout if timeout is None else timeout))
         cdef uint32_t* word = cowbuf_high_half(&s.state)
         cdef uint64_t state
         cdef uint32_t round, index
@@ -154,9 +162,10 @@ cdef class Barrier:
         # the table of the next round holds the arrivals of the round before this one
         for i in range(s.parties):
             cowbuf_store_u64(&following[i], 0)
-        if not cowbuf_cas_u64(&s.state, &full, <uint64_t>((round + 1) & COWBUF_BARRIER_ROUND_MASK) << 32):
+        if not cowbuf_cas_u64(&s.state, &full, _next_round(round)):
             raise BrokenBarrierError  # broken meanwhile
-        cowbuf_store_u32(&s.ended[round % COWBUF_BARRIER_ENDED], round | COWBUF_BARRIER_COMPLETED)
+        cowbuf_store_u32(&s.ended[round % COWBUF_BARRIER_ENDED],
+                         round | COWBUF_BARRIER_COMPLETED)
         cowbuf_wake(cowbuf_high_half(&s.state), INT_MAX)
         return 0
 
@@ -177,7 +186,7 @@ cdef class Barrier:
             following = _arrivals(s, round + 1)
             for i in range(s.parties):
                 cowbuf_store_u64(&following[i], 0)
-            if cowbuf_cas_u64(&s.state, &state, <uint64_t>((round + 1) & COWBUF_BARRIER_ROUND_MASK) << 32):
+            if cowbuf_cas_u64(&s.state, &state, _next_round(round)):
                 cowbuf_store_u32(&s.ended[round % COWBUF_BARRIER_ENDED], round)
                 cowbuf_wake(cowbuf_high_half(&s.state), INT_MAX)
                 return
@@ -258,8 +267,8 @@ cdef int _wait_round(cowbuf_barrier_state* s, uint32_t round, int64_t deadline) 
 
 def _barrier_on(Region region not None, action, timeout):
     cdef Barrier barrier = Barrier.__new__(Barrier)
-    cdef cowbuf_barrier_state* s = <cowbuf_barrier_state*>_state_on(region, sizeof(cowbuf_barrier_state),
-                                                      COWBUF_KIND_BARRIER, "Barrier")
+    cdef cowbuf_barrier_state* s = <cowbuf_barrier_state*>_state_on(
+        region, sizeof(cowbuf_barrier_state), COWBUF_KIND_BARRIER, "Barrier")
     if not 1 <= s.parties <= _PARTIES_MAX or <size_t>region._nbytes < (
             sizeof(cowbuf_barrier_state) + 2 * s.parties * sizeof(uint64_t)):
         raise ValueError("bad reference to a cowbuf.Barrier: the region does not fit")

@@ -17,6 +17,7 @@
 
 @cython.no_gc
 @cython.final
+@cython.binding(False)
 cdef class Event:
     """Event()
 
@@ -88,7 +89,8 @@ cdef class Event:
 
 def _event_on(Region region not None):
     cdef Event event = Event.__new__(Event)
-    event._s = <cowbuf_event_state*>_state_on(region, sizeof(cowbuf_event_state), COWBUF_KIND_EVENT, "Event")
+    event._s = <cowbuf_event_state*>_state_on(
+        region, sizeof(cowbuf_event_state), COWBUF_KIND_EVENT, "Event")
     event._region = region
     return event
 
@@ -125,6 +127,7 @@ cdef bint _leave(cowbuf_condition_state* s) noexcept:
 
 @cython.no_gc
 @cython.final
+@cython.binding(False)
 cdef class Condition:
     """Condition(lock=None)
 
@@ -291,8 +294,8 @@ def _condition_on(Region region not None, lock):
     cdef Condition cond = Condition.__new__(Condition)
     if not isinstance(lock, (Lock, RLock)):
         raise TypeError("bad reference to a cowbuf.Condition: its lock is not a cowbuf lock")
-    cond._s = <cowbuf_condition_state*>_state_on(region, sizeof(cowbuf_condition_state), COWBUF_KIND_CONDITION,
-                                          "Condition")
+    cond._s = <cowbuf_condition_state*>_state_on(
+        region, sizeof(cowbuf_condition_state), COWBUF_KIND_CONDITION, "Condition")
     cond._region = region
     cond._lock = lock
     return cond

@@ -97,13 +97,10 @@ cdef int _lock_wait(cowbuf_lock_state* s, bint blocking, double timeout, uint64_
     cdef int64_t deadline = _deadline(timeout) if blocking else 0
     cdef int64_t slice_ns = FIRST_SLICE_NS
     cdef uint64_t v
-    cdef int i
-    if blocking:
-        for i in range(SPINS):
-            v = cowbuf_load_u64(&s.word)
-            if v == 0 and cowbuf_cas_u64(&s.word, &v, me):
-                return 1
-            cowbuf_cpu_relax()
+    if blocking and _spin_while(word, <uint32_t>cowbuf_load_u64(&s.word)):
+        v = 0
+        if cowbuf_cas_u64(&s.word, &v, me):
+            return 1
     while True:
         v = cowbuf_load_u64(&s.word)
         if v == 0:
@@ -122,11 +119,11 @@ cdef int _lock_wait(cowbuf_lock_state* s, bint blocking, double timeout, uint64_
         if _sleep(word, <uint32_t>v, deadline, slice_ns):
             # Woken (or the word changed): spin before setting the waiters bit again,
             # as the releaser may take the lock back at once, many times over.
-            for i in range(SPINS):
-                v = cowbuf_load_u64(&s.word)
-                if v == 0 and cowbuf_cas_u64(&s.word, &v, me | COWBUF_LOCK_WAITERS):
+            v = cowbuf_load_u64(&s.word)
+            if v != 0 and _spin_while(word, <uint32_t>v):
+                v = 0
+                if cowbuf_cas_u64(&s.word, &v, me | COWBUF_LOCK_WAITERS):
                     return 1
-                cowbuf_cpu_relax()
         elif _take_from_dead(s, v, me, thread):
             # a whole slice without a release, and the holder is gone
             return 1
@@ -141,6 +138,7 @@ cdef inline void _unlock_word(cowbuf_lock_state* s, uint64_t old) noexcept:
 
 @cython.no_gc
 @cython.final
+@cython.binding(False)
 cdef class Lock:
     """Lock()
 
@@ -239,6 +237,7 @@ cdef str _holder_text(cowbuf_lock_state* s):
 
 @cython.no_gc
 @cython.final
+@cython.binding(False)
 cdef class RLock:
     """RLock()
 
@@ -344,14 +343,16 @@ cdef class RLock:
 
 def _lock_on(Region region not None):
     cdef Lock lock = Lock.__new__(Lock)
-    lock._s = <cowbuf_lock_state*>_state_on(region, sizeof(cowbuf_lock_state), COWBUF_KIND_LOCK, "Lock")
+    lock._s = <cowbuf_lock_state*>_state_on(
+        region, sizeof(cowbuf_lock_state), COWBUF_KIND_LOCK, "Lock")
     lock._region = region
     return lock
 
 
 def _rlock_on(Region region not None):
     cdef RLock lock = RLock.__new__(RLock)
-    lock._s = <cowbuf_lock_state*>_state_on(region, sizeof(cowbuf_lock_state), COWBUF_KIND_RLOCK, "RLock")
+    lock._s = <cowbuf_lock_state*>_state_on(
+        region, sizeof(cowbuf_lock_state), COWBUF_KIND_RLOCK, "RLock")
     lock._region = region
     return lock
 

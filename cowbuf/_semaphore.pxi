@@ -56,6 +56,8 @@ cdef bint _take_slot_of_dead(cowbuf_semaphore_state* s, uint64_t me) noexcept no
     return False
 
 
+@cython.no_gc
+@cython.binding(False)
 cdef class Semaphore:
     """Semaphore(value=1, *, track_holders=False)
 
@@ -243,7 +245,9 @@ cdef class Semaphore:
         return f"<cowbuf.{name} value={self.get_value()}{tracked}>"
 
 
+@cython.no_gc
 @cython.final
+@cython.binding(False)
 cdef class BoundedSemaphore(Semaphore):
     """BoundedSemaphore(value=1, *, track_holders=False)
 
@@ -255,8 +259,8 @@ cdef class BoundedSemaphore(Semaphore):
 
 
 cdef Semaphore _semaphore_on_state(Semaphore sem, Region region):
-    sem._s = <cowbuf_semaphore_state*>_state_on(region, sizeof(cowbuf_semaphore_state), COWBUF_KIND_SEMAPHORE,
-                                         type(sem).__name__)
+    sem._s = <cowbuf_semaphore_state*>_state_on(
+        region, sizeof(cowbuf_semaphore_state), COWBUF_KIND_SEMAPHORE, type(sem).__name__)
     if <size_t>region._nbytes < sizeof(cowbuf_semaphore_state) + sem._s.slots * sizeof(uint64_t):
         raise ValueError(f"bad reference to a cowbuf.{type(sem).__name__}: the region does not fit")
     sem._region = region

@@ -11,10 +11,15 @@ cdef int64_t SLICE_NS = 20_000_000
 # The first sleep of a lock waiter: a holder that is already dead when acquire() is
 # called is found after it, so a fresh acquire() returns within about this long.
 cdef int64_t FIRST_SLICE_NS = 1_000_000
-# Spins (a load and a CPU pause each, a few microseconds in all) before a waiter goes
-# to sleep: most waits for a lock or an event between two busy processes are shorter
-# than the two system calls of a sleep and a wake-up.
-cdef int SPINS = 200
+# Before it sleeps, a waiter spins a while on the word (a load and a CPU pause per
+# spin): most waits between two busy processes that run at the same time are shorter
+# than the two system calls of a sleep and a wake-up. But a spin holds a CPU (and the
+# GIL) that the process being waited for may need, which on a loaded machine makes
+# every wait longer. So the number of spins adapts, per process: it grows when spins
+# end in the change they waited for, and halves when they end in a sleep.
+cdef int SPIN_MIN = 8
+cdef int SPIN_MAX = 1000
+cdef int _spin_limit = 64
 
 
 cdef double _seconds(object timeout) except? -2:
@@ -64,13 +69,17 @@ cdef int _sleep(uint32_t* word, uint32_t expected, int64_t deadline,
     return rc == 0 or err == EINTR
 
 
-cdef inline int _spin_while(const uint32_t* word, uint32_t expected) noexcept:
-    """Spin a little while *word == expected: 1 if it changed meanwhile."""
+cdef int _spin_while(const uint32_t* word, uint32_t expected) noexcept:
+    """Spin a while (see _spin_limit) as long as *word == expected: 1 if it changed."""
+    global _spin_limit
     cdef int i
-    for i in range(SPINS):
+    cdef int limit = _spin_limit
+    for i in range(limit):
         if cowbuf_load_u32(word) != expected:
+            _spin_limit = min(SPIN_MAX, max(limit, 2 * i + 16))
             return 1
         cowbuf_cpu_relax()
+    _spin_limit = max(SPIN_MIN, limit // 2)
     return 0
 
 
