@@ -135,6 +135,7 @@ class Fuzz:
         self.counters: list[cowbuf.Counter] = []
         self.exports: list[object] = []
         self.iterators: list[object] = []
+        self.syncs: list[object] = []
         self.allocated = 0
         self.disrupting = False
 
@@ -453,6 +454,75 @@ class Fuzz:
         else:
             c.__init__(self.value())  # a second __init__ is refused
 
+    def timeout(self) -> object:
+        """A timeout that cannot block for long (a huge one waits forever)."""
+        return [0, 0.0, -1.0, 1e-4, float("nan"), "1", Decimal("0.0001"),
+                -abs(self.integer())][self.r.below(8)]
+
+    def sync(self) -> None:
+        """Locks, semaphores, events, conditions, barriers, and Counter.wait: every
+        call that could block gets a timeout that cannot (a single thread would
+        wait for itself)."""
+        op = self.r.byte() % 10
+        if op == 0 or not self.syncs:
+            locks = [x for x in self.syncs if isinstance(x, (cowbuf.Lock, cowbuf.RLock))]
+            make = [cowbuf.Lock, cowbuf.RLock, lambda: cowbuf.Semaphore(self.value()),
+                    lambda: cowbuf.BoundedSemaphore(self.value(),
+                                                    track_holders=bool(self.r.byte() & 1)),
+                    cowbuf.Event, lambda: cowbuf.Condition(self.pick(locks)),
+                    lambda: cowbuf.Barrier(self.value(), timeout=1e-4)][self.r.below(7)]
+            self.keep(self.syncs, make())
+            return
+        obj = self.pick(self.syncs)
+        with contextlib.suppress(RuntimeError):  # threading's, for misuse (and barriers)
+            if op == 1 and isinstance(obj, (cowbuf.Lock, cowbuf.RLock, cowbuf.Semaphore)):
+                if self.r.byte() & 1:
+                    obj.acquire(False)
+                else:
+                    obj.acquire(True, 1e-4)
+            elif op == 2 and isinstance(obj, (cowbuf.Lock, cowbuf.RLock, cowbuf.Condition)):
+                obj.release()
+            elif op == 2 and isinstance(obj, cowbuf.Semaphore):
+                obj.release(self.value())
+            elif op == 3 and isinstance(obj, cowbuf.Event):
+                [obj.set, obj.clear, obj.is_set, lambda: obj.wait(self.timeout())][
+                    self.r.below(4)]()
+            elif op == 3 and isinstance(obj, cowbuf.Condition):
+                if obj.acquire(False):
+                    try:
+                        [lambda: obj.notify(self.value()), obj.notify_all,
+                         lambda: obj.wait(self.timeout())][self.r.below(3)]()
+                    finally:
+                        obj.release()
+                else:
+                    obj.notify()
+            elif op == 3 and isinstance(obj, cowbuf.Barrier):
+                [lambda: obj.wait(self.timeout()), obj.reset, obj.abort,
+                 lambda: (obj.parties, obj.n_waiting, obj.broken)][self.r.below(4)]()
+            elif op == 4:
+                c = self.pick(self.counters)
+                if c is not None:
+                    c.wait(self.value(), self.timeout()) if self.r.byte() & 1 else \
+                        c.notify(self.value())
+            elif op == 5:
+                a = self.some_array()
+                if a is not None:
+                    n = len(a) if not a.region.closed else 0
+                    a.wait_at(self.key(n), self.value(), self.timeout()) if self.r.byte() & 1 \
+                        else a.notify_at(self.key(n), self.value())
+            elif op == 6:
+                again = pickle.loads(ForkingPickler.dumps(obj))
+                assert type(again) is type(obj)
+                self.keep(self.syncs, again)
+                pickle.dumps(obj)  # a copy of a lock is refused: TypeError
+            elif op == 7:
+                cls = type(obj)
+                self.keep(self.syncs, cls.__new__(cls))
+            elif op == 8:
+                obj.__init__()  # a second __init__ (or a first one without arguments)
+            else:
+                repr(obj)
+
     def iterate(self) -> None:
         it = self.pick(self.iterators)
         if it is not None:
@@ -475,8 +545,9 @@ class Fuzz:
             cowbuf.array(self.value(), self.value())
 
     def drop(self) -> None:
-        pools = [self.regions, self.arrays, self.counters, self.exports, self.iterators]
-        pool = pools[self.r.below(5)]
+        pools = [self.regions, self.arrays, self.counters, self.exports, self.iterators,
+                 self.syncs]
+        pool = pools[self.r.below(6)]
         if pool:
             del pool[self.r.below(len(pool))]
         if self.r.byte() & 1:
@@ -499,7 +570,7 @@ class Fuzz:
 
     STEPS = ("new_region", "new_array", "new_counter", "view", "slice_", "get_item",
              "set_item", "whole", "export", "use_export", "close", "freeze", "pickle_",
-             "atomic", "counter", "iterate", "misuse", "drop")
+             "atomic", "counter", "iterate", "misuse", "drop", "sync")
 
     def run(self) -> None:
         steps = 0
