@@ -21,6 +21,7 @@ from typing import Any
 
 import bench_access
 import bench_counters
+import bench_ecosystem
 import bench_handoff
 import bench_scaling
 import gunicorn_memory
@@ -31,9 +32,10 @@ FORMATTERS = {
     "access": bench_access.format_result,
     "counters": bench_counters.format_result,
     "handoff": bench_handoff.format_result,
+    "ecosystem": bench_ecosystem.format_result,
     "scaling": bench_scaling.format_result,
 }
-ORDER = ["gunicorn", "access", "counters", "handoff", "scaling"]
+ORDER = ["gunicorn", "access", "counters", "handoff", "ecosystem", "scaling"]
 PHASE_COLORS = {"boot": "#dddddd", "idle": "#f4f4f4", "read": "#ffe3c2", "load": "#dcebfa"}
 
 

@@ -29,9 +29,10 @@ BENCHMARKS = {
     "counters": ("bench_counters.py", "shared counters and bulk atomic adds"),
     "handoff": ("bench_handoff.py", "handing an 80 MB array to a pool worker"),
     "scaling": ("bench_scaling.py", "memory and read time against workers and data size"),
+    "ecosystem": ("bench_ecosystem.py", "joblib, pickle protocol 5 and Ray"),
 }
 # cheap first, so that a broken setup shows in seconds
-ORDER = ["access", "counters", "handoff", "gunicorn", "scaling"]
+ORDER = ["access", "counters", "handoff", "ecosystem", "gunicorn", "scaling"]
 
 
 def run_one(name: str, mode: list[str], index: int, count: int, t_start: float,

@@ -7,7 +7,7 @@ Regions, arrays and counters travel to pool workers by reference under every sta
 method (fork, forkserver, spawn).
 """
 
-from cowbuf import _sharing  # noqa: F401  (registers the by-reference reducers)
+from cowbuf import _joblib, _sharing  # noqa: F401  (_sharing registers the reducers)
 from cowbuf._core import (
     TYPECODES,
     Array,
@@ -23,6 +23,8 @@ from cowbuf._core import (
     array,
 )
 from cowbuf._registry import Registry, pool_kwargs, registry
+
+_joblib.install()  # by reference through joblib and loky too, once they are imported
 
 __version__ = "0.1.0"
 

@@ -462,13 +462,16 @@ cdef class Array:
     def __reduce_ex__(self, protocol):
         # By value for plain pickle and cloudpickle; cowbuf._sharing registers a
         # by-reference reducer with multiprocessing's pickler.
-        self._base()
-        if protocol >= 5 and (self._stride == self._itemsize or self._length <= 1):
-            data = PickleBuffer(self)
-        else:
+        cdef bint frozen = self._region._live().readonly
+        if protocol < 5:
             data = self.tobytes()
+        elif self._stride == self._itemsize or self._length <= 1:
+            data = PickleBuffer(self)  # out of band with buffer_callback: no copy
+        else:
+            # one contiguous buffer, as writable as the array, to go out of band too
+            data = PickleBuffer(self.tobytes() if frozen else _gathered(self))
         return (_array_from_bytes,
-                (chr(self._typecode), data, self._region.frozen, self._readonly))
+                (chr(self._typecode), data, frozen, self._readonly))
 
     def __repr__(self):
         tc = chr(self._typecode)
@@ -515,6 +518,15 @@ cdef class _ArrayIterator:
 
     def __length_hint__(self):
         return self._length - self._index
+
+
+cdef bytearray _gathered(Array a):
+    """The items of `a` in a new bytearray, in order."""
+    cdef Py_ssize_t n = a._length * a._itemsize
+    cdef bytearray out = bytearray(n)
+    cdef char* dst = out
+    _gather(dst, a._base(), a._length, a._stride, a._itemsize)
+    return out
 
 
 cdef bint _equal(Array a, Array b) except -1:

@@ -12,6 +12,7 @@ cdef extern from "_shm.h" nogil:
     void cowbuf_shm_seal_writes(int fd)
     int cowbuf_shm_protect_readonly(void* addr, size_t size, int fd)
     int cowbuf_fd_stat(int fd, int64_t* size, uint64_t* ino)
+    int cowbuf_fds_reachable()
     # AddressSanitizer builds only; no-ops otherwise.
     void cowbuf_poison(void* addr, size_t size)
     void cowbuf_unpoison(void* addr, size_t size)

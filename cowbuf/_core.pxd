@@ -29,6 +29,11 @@ cdef class _Mapping:
         readonly bint arena
         # Mapped from a received fd: its fd may be closed under fd pressure (#13).
         bint received
+        # Not shared memory at all: the read-only buffer of another object (an
+        # out-of-band pickle buffer, #14), held in `foreign` and released with the
+        # mapping. Such a mapping cannot be sent by reference: it goes by value.
+        bint is_foreign
+        Py_buffer foreign
         # 16 random bytes naming this memory in every process: the mapping cache key.
         readonly bytes token
         # offset -> weakref of the one Region at that offset in this process, so that

@@ -23,6 +23,9 @@ cdef class _Mapping:
         cdef size_t size = <size_t>self.size
         self.addr = NULL
         self.writer = NULL
+        if self.is_foreign:
+            PyBuffer_Release(&self.foreign)
+            return
         if addr != NULL:
             cowbuf_unpoison(addr, size)
         with nogil:
@@ -87,6 +90,27 @@ cdef _Mapping _new_mapping(Py_ssize_t nbytes, bint populate, bint arena):
         cowbuf_poison(<char*>addr + nbytes, size - nbytes)
     return _mapping_object(addr, <Py_ssize_t>size, fd if fd >= 0 else -1, False, arena,
                            os.urandom(16))
+
+
+cdef _Mapping _foreign_mapping(object data):
+    """A read-only mapping on the memory of `data`, a read-only contiguous buffer,
+    without copying it; None if the buffer is writable, not contiguous, or not
+    aligned for every item type (then the caller copies)."""
+    cdef _Mapping m = _Mapping.__new__(_Mapping)
+    if not PyObject_CheckBuffer(data):
+        return None
+    try:
+        PyObject_GetBuffer(data, &m.foreign, PyBUF_ANY_CONTIGUOUS)
+    except BufferError:
+        return None
+    m.is_foreign = True  # from here on, the mapping releases the buffer
+    if not m.foreign.readonly or <uintptr_t>m.foreign.buf % 8:
+        return None
+    m.addr = <char*>m.foreign.buf
+    m.size = m.foreign.len
+    m.readonly = True
+    m.token = os.urandom(16)
+    return m
 
 
 def _lookup_mapping(bytes token):
@@ -205,7 +229,8 @@ cdef Region _carve(Py_ssize_t nbytes, Py_ssize_t align):
         if _arena is None:
             _arena = _new_mapping(ARENA_BYTES, False, True)
             cowbuf_store_u64(<uint64_t*>_arena.addr, <uint64_t>ARENA_HEADER)
-        start = _bump(_arena.addr, nbytes, align)
+        # at least one byte: every region of an arena has an offset of its own (#6)
+        start = _bump(_arena.addr, max(nbytes, 1), align)
         if start >= 0:
             cowbuf_unpoison(_arena.addr + start, <size_t>nbytes)
             return _region_view(_arena, start, nbytes)
@@ -223,7 +248,7 @@ cdef _Mapping _carve_frozen(Py_ssize_t nbytes, Py_ssize_t* offset):
             if _frozen_arena is None:
                 return None
             cowbuf_store_u64(<uint64_t*>_frozen_arena.writer, <uint64_t>ARENA_HEADER)
-        start = _bump(_frozen_arena.writer, nbytes, 16)
+        start = _bump(_frozen_arena.writer, max(nbytes, 1), 16)
         if start >= 0:
             cowbuf_unpoison(_frozen_arena.addr + start, <size_t>nbytes)
             offset[0] = start

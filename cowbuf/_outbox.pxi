@@ -130,7 +130,10 @@ cdef _Outbox _outbox = _Outbox()
 
 
 def _outbox_send(_Mapping m not None):
-    """The /proc reference to `m` (see _outbox.pxi), or None if the outbox is full."""
+    """The /proc reference to `m` (see _outbox.pxi); None if the outbox is full, or if
+    other processes cannot open this one's fds through /proc (it is not dumpable)."""
+    if not cowbuf_fds_reachable():
+        return None
     return _outbox.send(m)
 
 

@@ -12,33 +12,46 @@
 
 # -- by value ----------------------------------------------------------------------
 
-def _region_from_bytes(data, bint frozen, bint small):
-    cdef Py_ssize_t n = len(memoryview(data))
+cdef Region _region_of_data(object data, bint frozen, bint small):
+    """The memory of a by-value pickle: a fresh region filled with `data`, or, for a
+    read-only buffer that came out of band (pickle protocol 5's buffers=: Ray's object
+    store, Dask's frames), that very memory, wrapped without a copy (#14). In-band data
+    (bytes and bytearray) is copied into shared memory, as a cowbuf object should be."""
+    cdef Py_ssize_t n
     cdef Region region
-    if small and n >= PAGE:
-        # only allocations under a page are carved from arenas
-        raise ValueError(f"bad pickle data: a small region of {n} bytes")
-    if small or n == 0:
-        region = _carve(n, 16)
-    else:
-        region = Region(n)
-    memoryview(region)[:] = data
+    cdef _Mapping foreign
+    if type(data) is not bytes and type(data) is not bytearray:
+        foreign = _foreign_mapping(data)
+        if foreign is not None:
+            return _region_view(foreign, 0, foreign.size)
+    with memoryview(data) as view:
+        if not view.c_contiguous:
+            view = memoryview(view.tobytes())
+        n = view.nbytes
+        if small and n >= PAGE:
+            # only allocations under a page are carved from arenas
+            raise ValueError(f"bad pickle data: a small region of {n} bytes")
+        if small or n == 0:
+            region = _carve(n, 16)
+        else:
+            region = Region(n)
+        memoryview(region)[:] = view.cast("B")
     if frozen:
         region.freeze()
     return region
 
 
+def _region_from_bytes(data, bint frozen, bint small):
+    return _region_of_data(data, frozen, small)
+
+
 def _array_from_bytes(str typecode, data, bint frozen, bint readonly):
     cdef char tc = _parse_typecode(typecode)
     cdef Py_ssize_t size = _itemsize(tc)
-    cdef Py_ssize_t nbytes = len(memoryview(data).cast("B"))
-    if nbytes % size:
-        raise ValueError(f"{nbytes} bytes is not a whole number of '{typecode}' items")
-    cdef Region region = _allocate(nbytes, False)
-    memoryview(region)[:] = memoryview(data).cast("B")
-    if frozen:
-        region.freeze()
-    return _array_view(region, tc, 0, nbytes // size, size, readonly)
+    cdef Region region = _region_of_data(data, frozen, False)
+    if region._nbytes % size:
+        raise ValueError(f"{region._nbytes} bytes is not a whole number of '{typecode}' items")
+    return _array_view(region, tc, 0, region._nbytes // size, size, readonly)
 
 
 def _counter_from_value(value, bint padded, bint frozen):
@@ -85,6 +98,10 @@ def _counter_on(Region region not None, Py_ssize_t offset):
 
 def _share_region(Region region not None):
     cdef _Mapping m = region._live()
+    if m.is_foreign:
+        # not shared memory (an out-of-band buffer it was unpickled on): by value,
+        # which for read-only memory is all a reference would give
+        return _region_from_bytes, (bytes(memoryview(region)), True, False)
     return _region_on, (m, region._offset, region._nbytes, m.readonly)
 
 

@@ -24,6 +24,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 #if defined(__linux__)
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #endif
 
@@ -246,6 +247,20 @@ cowbuf_fd_stat(int fd, int64_t *size, uint64_t *ino)
     *size = (int64_t)st.st_size;
     *ino = (uint64_t)st.st_ino;
     return 0;
+}
+
+/* Whether other processes of the same user may open this process's fds through
+ * /proc/<pid>/fd: Linux refuses them when the process is not dumpable (after it changed
+ * its credentials, e.g. a gunicorn worker started as root with --user, or after
+ * prctl(PR_SET_DUMPABLE, 0)); root may still. 0 off Linux. */
+static int
+cowbuf_fds_reachable(void)
+{
+#if defined(__linux__)
+    return prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 1;
+#else
+    return 0;
+#endif
 }
 
 #endif /* COWBUF_SHM_H */

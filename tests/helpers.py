@@ -76,16 +76,16 @@ def python_env() -> dict[str, str]:
         [TESTS, os.environ.get("PYTHONPATH", "")]))
 
 
-def run_python(source: str, *args: str, timeout: float = 120,
-               check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run `source` in a new interpreter with -W error and faulthandler on, from a
-    scratch directory; return the completed process. With `check`, a crash (a
-    signal), a hang or a non-zero exit fails with its output."""
+def run_python(source: str, *args: str, timeout: float = 120, check: bool = True,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `source` in a new interpreter with -W error and faulthandler on, from the
+    tests' folder, with `env` added to the environment; return the completed process.
+    With `check`, a crash (a signal), a hang or a non-zero exit fails with its output."""
     argv = [sys.executable, "-X", "faulthandler", "-W", "error", "-c",
             textwrap.dedent(source), *args]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              env=python_env(), cwd=TESTS)
+                              env={**python_env(), **(env or {})}, cwd=TESTS)
     except subprocess.TimeoutExpired as exc:
         raise AssertionError(f"the program hung for {timeout} s:\n{exc.stdout}\n"
                              f"{exc.stderr}") from None

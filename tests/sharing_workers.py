@@ -151,3 +151,35 @@ def first_items(arrays: list[cowbuf.Array]) -> int:
 
 def registry_firsts(n: int) -> int:
     return sum(cowbuf.registry[f"a{i}"][0] for i in range(n))
+
+
+def mark_and_sum(a: cowbuf.Array, counter: cowbuf.Counter, i: int) -> int:
+    a[i] = 100 + i
+    counter.add(1)
+    return int(a.sum())
+
+
+def set_row(view: Any, i: int) -> None:
+    view[i] = i + 1
+
+
+def writeable_and_sum(view: Any) -> tuple[bool, int]:
+    return bool(view.flags.writeable), int(view.sum())
+
+
+def uss_growth_reading(a: cowbuf.Array) -> int:
+    """KiB by which this process's private memory grows while it reads every item of
+    `a` in Python."""
+    from helpers import uss_kib
+
+    before = uss_kib()
+    total = 0
+    for x in a:
+        total += x
+    assert total == a.sum()
+    return uss_kib() - before
+
+
+def zero_copy_total(a: cowbuf.Array) -> tuple[int, bool, bool]:
+    """(sum, read-only?, on memory that is not cowbuf's own?) of an array received."""
+    return int(a.sum()), a.readonly, _core._region_state(a.region)[0].fd == -1

@@ -49,9 +49,9 @@ def test_every_benchmark_ran(smoke_run: tuple[dict, str]) -> None:
     assert data["meta"]["mode"] == "smoke"
     assert data["meta"]["machine"]["python"] == sys.version.split()[0]
     bench = data["benchmarks"]
-    assert set(bench) == {"access", "counters", "handoff", "gunicorn", "scaling"}
+    assert set(bench) == {"access", "counters", "handoff", "ecosystem", "gunicorn", "scaling"}
     assert not [name for name, res in bench.items() if "error" in res]
-    for name in ("access", "counters", "handoff"):
+    for name in ("access", "counters", "handoff", "ecosystem"):
         for t in bench[name]["targets"]:
             assert t["status"] in {"PASS", "MISS", "n/a"}, t
 
@@ -69,6 +69,16 @@ def test_handoff_sends_cowbuf_by_reference(smoke_run: tuple[dict, str]) -> None:
     assert handoff["config"]["cowbuf_by_reference"]
     for method, res in handoff["methods"].items():
         assert "cowbuf" in res["median"], method
+
+
+def test_ecosystem_leaves_no_file_and_measures_every_peer(smoke_run: tuple[dict, str]) -> None:
+    eco = smoke_run[0]["benchmarks"]["ecosystem"]
+    assert eco["files_left"] == 0
+    assert set(eco["median"]["pickle"]) == {"protocol 5, out of band", "in band"}
+    if _installed("joblib"):
+        assert "cowbuf, Parallel per call" in eco["median"]["joblib"]
+    if _installed("ray"):
+        assert set(eco["median"]["ray"]) == {"cowbuf Array", "numpy array"}
 
 
 def test_gunicorn_experiment(smoke_run: tuple[dict, str]) -> None:

@@ -233,7 +233,7 @@ def test_entering_a_closed_region_is_value_error():
             pass
 
 
-def test_every_operation_after_close_is_value_error():
+def test_every_region_operation_after_close_is_value_error():
     r = cowbuf.Region(PAGE)
     r.close()
     assert r.closed
@@ -567,3 +567,16 @@ def test_frozen_memory_cannot_be_written_through_its_fd(make):
         os.pwrite(mapping.fd, b"x" * 8, 0)
     assert bytes(memoryview(region)) == before
     assert obj.readonly if hasattr(obj, "readonly") else region.frozen
+
+
+@pytest.mark.parametrize("sizes", [(0, 800), (0, 0), (800, 0, 16)])
+def test_every_region_carved_from_an_arena_comes_back_as_itself(sizes):
+    # Regions of an arena are found again by their offset: two of them (an empty one
+    # and the next) must never share one.
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    arrays = [cowbuf.array("q", n // 8) for n in sizes]
+    for a in arrays:
+        back = pickle.loads(ForkingPickler.dumps(a))
+        assert back.region is a.region and len(back) == len(a)
