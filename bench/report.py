@@ -24,6 +24,7 @@ import bench_counters
 import bench_ecosystem
 import bench_handoff
 import bench_scaling
+import bench_sync
 import gunicorn_memory
 from _common import fmt_mb, fmt_time, table
 
@@ -31,11 +32,12 @@ FORMATTERS = {
     "gunicorn": gunicorn_memory.format_result,
     "access": bench_access.format_result,
     "counters": bench_counters.format_result,
+    "sync": bench_sync.format_result,
     "handoff": bench_handoff.format_result,
     "ecosystem": bench_ecosystem.format_result,
     "scaling": bench_scaling.format_result,
 }
-ORDER = ["gunicorn", "access", "counters", "handoff", "ecosystem", "scaling"]
+ORDER = ["gunicorn", "access", "counters", "sync", "handoff", "ecosystem", "scaling"]
 PHASE_COLORS = {"boot": "#dddddd", "idle": "#f4f4f4", "read": "#ffe3c2", "load": "#dcebfa"}
 
 

@@ -30,9 +30,10 @@ BENCHMARKS = {
     "handoff": ("bench_handoff.py", "handing an 80 MB array to a pool worker"),
     "scaling": ("bench_scaling.py", "memory and read time against workers and data size"),
     "ecosystem": ("bench_ecosystem.py", "joblib, pickle protocol 5 and Ray"),
+    "sync": ("bench_sync.py", "locks, events and barriers across processes"),
 }
 # cheap first, so that a broken setup shows in seconds
-ORDER = ["access", "counters", "handoff", "ecosystem", "gunicorn", "scaling"]
+ORDER = ["access", "counters", "sync", "handoff", "ecosystem", "gunicorn", "scaling"]
 
 
 def run_one(name: str, mode: list[str], index: int, count: int, t_start: float,

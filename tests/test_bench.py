@@ -49,9 +49,10 @@ def test_every_benchmark_ran(smoke_run: tuple[dict, str]) -> None:
     assert data["meta"]["mode"] == "smoke"
     assert data["meta"]["machine"]["python"] == sys.version.split()[0]
     bench = data["benchmarks"]
-    assert set(bench) == {"access", "counters", "handoff", "ecosystem", "gunicorn", "scaling"}
+    assert set(bench) == {"access", "counters", "sync", "handoff", "ecosystem", "gunicorn",
+                          "scaling"}
     assert not [name for name, res in bench.items() if "error" in res]
-    for name in ("access", "counters", "handoff", "ecosystem"):
+    for name in ("access", "counters", "sync", "handoff", "ecosystem"):
         for t in bench[name]["targets"]:
             assert t["status"] in {"PASS", "MISS", "n/a"}, t
 
@@ -62,6 +63,19 @@ def test_counters_are_exact(smoke_run: tuple[dict, str]) -> None:
         two = counters["peers"][name]["two"]
         assert two["exact"], (name, two)
     assert counters["bulk"]["exact"]
+
+
+def test_sync_locks_are_exact_and_survive_their_holder(smoke_run: tuple[dict, str]) -> None:
+    sync = smoke_run[0]["benchmarks"]["sync"]
+    for name, runs in sync["two"].items():
+        assert all(r["exact"] for r in runs), name
+    assert None not in sync["killed"]["cowbuf"]
+    survival = sync["survival"]
+    assert survival["lock"]["cowbuf"].startswith("got it"), survival
+    assert "owner_died" in survival["lock"]["cowbuf"], survival
+    assert survival["semaphore"]["cowbuf tracked"].startswith("got it"), survival
+    assert survival["condition"]["cowbuf"].startswith("returned"), survival
+    assert survival["barrier"]["cowbuf"].startswith("BrokenBarrierError"), survival
 
 
 def test_handoff_sends_cowbuf_by_reference(smoke_run: tuple[dict, str]) -> None:
@@ -113,7 +127,8 @@ def test_report_and_charts(smoke_run: tuple[dict, str]) -> None:
     _data, out = smoke_run
     with open(os.path.join(out, "smoke.md")) as f:
         report = f.read()
-    for title in ("gunicorn", "Element access", "Shared counters", "Hand an", "Scaling"):
+    for title in ("gunicorn", "Element access", "Shared counters", "Locks, events", "Hand an",
+                  "Scaling"):
         assert title in report
     charts = ["smoke-memory.png", "smoke-total.png", "smoke-scaling.png"]
     if _installed("matplotlib"):
