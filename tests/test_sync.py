@@ -1067,6 +1067,42 @@ def test_plain_semaphore_permit_of_the_dead_stays_taken(mp_context):
     assert sem.acquire(False)
 
 
+def wait_on_condition(cond, ready):
+    with cond:
+        ready.set()
+        cond.wait()
+    time.sleep(600)
+
+
+def test_a_waiter_killed_in_condition_wait_blocks_nobody(mp_context):
+    cond = cowbuf.Condition()
+    ready = cowbuf.Event()
+    victim = mp_context.Process(target=wait_on_condition, args=(cond, ready))
+    victim.start()
+    try:
+        assert ready.wait(60)
+        with cond:  # the victim is asleep in wait() once it has let the lock go
+            pass
+        victim.kill()
+        victim.join()
+
+        def wait_notified():
+            with cond:
+                return cond.wait(30)
+
+        thread, box = in_thread(wait_notified)
+        wait_until(lambda: "2 waiting" in repr(cond), timeout=10, what="the live waiter")
+        t0 = time.monotonic()
+        with cond:
+            cond.notify()  # returns at once, and wakes the live waiter
+        thread.join(30)
+        assert box == {"result": True}
+        assert time.monotonic() - t0 < 10
+    finally:
+        victim.kill()
+        victim.join()
+
+
 def barrier_rounds(barrier, passed, k):
     try:
         while True:
