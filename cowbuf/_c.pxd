@@ -24,6 +24,7 @@ cdef extern from "_atomic.h" nogil:
     void cowbuf_store_u32(uint32_t* p, uint32_t v)
     int cowbuf_cas_u32(uint32_t* p, uint32_t* expected, uint32_t desired)
     uint32_t cowbuf_add_fetch_u32(uint32_t* p, uint32_t v)
+    uint32_t cowbuf_exchange_u32(uint32_t* p, uint32_t v)
 
     uint64_t cowbuf_load_u64(const uint64_t* p)
     void cowbuf_store_u64(uint64_t* p, uint64_t v)
@@ -63,6 +64,7 @@ cdef extern from "_sync.h" nogil:
         COWBUF_KIND_EVENT
         COWBUF_KIND_CONDITION
         COWBUF_KIND_BARRIER
+        COWBUF_KIND_QUEUE
     uint32_t COWBUF_LOCK_WAITERS
     uint32_t COWBUF_LOCK_STOLEN
     uint32_t COWBUF_BARRIER_BROKEN
@@ -106,3 +108,36 @@ cdef extern from "_sync.h" nogil:
         uint64_t state
         uint32_t parties
         uint32_t ended[16]
+
+
+cdef extern from "_queue.h" nogil:
+    # The layout of a Queue in shared memory, and the copies in and out of its ring.
+    uint32_t COWBUF_QUEUE_MAX_BYTES
+    int COWBUF_RECORD_HEADER
+    enum:
+        COWBUF_RECORD_PICKLE
+        COWBUF_RECORD_BYTES
+        COWBUF_RECORD_FAR_PICKLE
+        COWBUF_RECORD_FAR_BYTES
+
+    ctypedef struct cowbuf_queue_state:
+        cowbuf_sync_header head
+        uint32_t capacity
+        uint32_t maxsize
+        cowbuf_lock_state put_lock
+        uint64_t put_cursor
+        uint32_t get_waiting
+        cowbuf_lock_state get_lock
+        uint64_t get_cursor
+        uint32_t put_waiting
+
+    uint64_t cowbuf_cursor(uint64_t messages, uint64_t units)
+    uint64_t cowbuf_cursor_units(uint64_t cursor)
+    uint64_t cowbuf_cursor_messages(uint64_t cursor)
+    uint64_t cowbuf_cursor_bytes(uint64_t later, uint64_t earlier)
+    uint64_t cowbuf_cursor_count(uint64_t later, uint64_t earlier)
+    uint64_t cowbuf_record_bytes(uint64_t length)
+    void cowbuf_ring_write(char* ring, uint64_t capacity, uint64_t pos, const void* src,
+                           uint64_t n)
+    void cowbuf_ring_read(const char* ring, uint64_t capacity, uint64_t pos, void* dst,
+                          uint64_t n)

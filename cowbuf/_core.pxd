@@ -1,9 +1,9 @@
 # Declarations of the cdef classes of the core: the state each one keeps, and why.
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 from cowbuf._c cimport (
     cowbuf_barrier_state, cowbuf_condition_state, cowbuf_event_state, cowbuf_lock_state,
-    cowbuf_semaphore_state,
+    cowbuf_queue_state, cowbuf_semaphore_state,
 )
 
 
@@ -213,3 +213,38 @@ cdef class Barrier:
 
     cdef cowbuf_barrier_state* _state(self) except NULL
     cdef int _complete(self, uint32_t round, uint64_t full) except -1
+
+
+cdef class _Sink:
+    # What the pickler wrote since the last take().
+    cdef list _parts
+
+    cdef bytes take(self)
+
+
+cdef class Queue:
+    cdef:
+        Region _region
+        cowbuf_queue_state* _s
+        # The ring, right after the state, and its bytes (a power of two).
+        char* _ring
+        uint64_t _capacity
+        # close() was called: this object refuses put and get (other processes go on).
+        bint _closed
+        # A multiprocessing pickler that writes into _sink, reused for every message
+        # of this object (making one costs more than pickling a small message), and
+        # whether it is busy (another thread, or a reducer that puts).
+        object _pickler
+        _Sink _sink
+        bint _pickling
+
+    cdef int _attach(self) except -1
+    cdef cowbuf_queue_state* _state(self) except NULL
+    cdef bytes _dumps(self, object obj)
+    cdef object _record(self, object data, int kind)
+    cdef object _decode(self, int kind, bytes data, bint raw)
+    cdef int64_t _deadline_for(self, bint block, object timeout) except? -2
+    cdef Py_ssize_t _write(self, list records, int64_t deadline, bint block) except -1
+    cdef bint _fits(self, Py_ssize_t length, uint64_t used, uint64_t count) noexcept
+    cdef uint64_t _write_record(self, uint64_t pos, object data, int kind) except 0
+    cdef list _read(self, Py_ssize_t max_items, int64_t deadline, bint block)

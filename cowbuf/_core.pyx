@@ -45,9 +45,12 @@ from posix.unistd cimport close
 from cowbuf._c cimport *
 
 import os
+import pickle
 import sys
 import weakref
+from multiprocessing.reduction import ForkingPickler
 from pickle import PickleBuffer
+from queue import Empty, Full
 from threading import BrokenBarrierError
 from types import GenericAlias
 
@@ -68,4 +71,5 @@ include "_lock.pxi"
 include "_semaphore.pxi"
 include "_condition.pxi"
 include "_barrier.pxi"
+include "_queue.pxi"
 include "_pickling.pxi"

@@ -23,8 +23,13 @@ cdef uint64_t _HOLDER_FLAGS = COWBUF_LOCK_WAITERS | COWBUF_LOCK_STOLEN
 
 cdef Region _new_state(size_t nbytes, uint32_t kind):
     """Zeroed shared memory for a synchronization object, on a cache line of its own
-    (the hot words of two objects never share one)."""
-    cdef Region region = _carve(<Py_ssize_t>nbytes, 64)
+    (the hot words of two objects never share one): carved from an arena under a
+    page, else a mapping of its own."""
+    cdef Region region
+    if <Py_ssize_t>nbytes < PAGE:
+        region = _carve(<Py_ssize_t>nbytes, 64)
+    else:
+        region = _region_view(_own_mapping(<Py_ssize_t>nbytes, False), 0, <Py_ssize_t>nbytes)
     cdef cowbuf_sync_header* head = <cowbuf_sync_header*>region._addr
     head.pid_namespace = _pid_namespace()
     cowbuf_store_u32(&head.kind, kind)
@@ -89,15 +94,14 @@ cdef int _take_from_dead(cowbuf_lock_state* s, uint64_t seen, uint64_t me,
     return 1
 
 
-cdef int _lock_wait(cowbuf_lock_state* s, bint blocking, double timeout, uint64_t thread) except -1:
+cdef int _lock_wait(cowbuf_lock_state* s, int64_t deadline, uint64_t thread) except -1:
     """Take the lock word of `s` for this process once the fast path has failed: 1
-    once held, 0 when the timeout passed (at once when not blocking)."""
+    once held, 0 when the deadline passed (at once for a deadline of 0)."""
     cdef uint64_t me = cowbuf_identity()
     cdef uint32_t* word = cowbuf_low_half(&s.word)
-    cdef int64_t deadline = _deadline(timeout) if blocking else 0
     cdef int64_t slice_ns = FIRST_SLICE_NS
     cdef uint64_t v
-    if blocking and _spin_while(word, <uint32_t>cowbuf_load_u64(&s.word)):
+    if deadline != 0 and _spin_while(word, <uint32_t>cowbuf_load_u64(&s.word)):
         v = 0
         if cowbuf_cas_u64(&s.word, &v, me):
             return 1
@@ -134,6 +138,22 @@ cdef int _lock_wait(cowbuf_lock_state* s, bint blocking, double timeout, uint64_
 cdef inline void _unlock_word(cowbuf_lock_state* s, uint64_t old) noexcept:
     if old & COWBUF_LOCK_WAITERS:
         cowbuf_wake(cowbuf_low_half(&s.word), 1)
+
+
+cdef inline int _lock_take(cowbuf_lock_state* s, int64_t deadline) except -1:
+    """Take a lock that is part of another object's state (a Queue's): 1 once held,
+    0 when the deadline passed."""
+    cdef uint64_t free = 0
+    if cowbuf_cas_u64(&s.word, &free, cowbuf_identity()):
+        return 1
+    return _lock_wait(s, deadline, 0)
+
+
+cdef inline void _lock_give(cowbuf_lock_state* s) noexcept:
+    """Release a lock taken with _lock_take."""
+    if cowbuf_load_u32(&s.died):
+        cowbuf_store_u32(&s.died, 0)
+    _unlock_word(s, cowbuf_exchange_u64(&s.word, 0))
 
 
 @cython.no_gc
@@ -180,7 +200,7 @@ cdef class Lock:
             _raise_unmade(self)
         if cowbuf_cas_u64(&s.word, &free, cowbuf_identity()):
             return True
-        return _lock_wait(s, blocking, timeout, 0) == 1
+        return _lock_wait(s, _deadline(timeout) if blocking else 0, 0) == 1
 
     def release(self):
         """Release the lock (held by any thread or process). RuntimeError if it is
@@ -271,7 +291,8 @@ cdef class RLock:
                 raise OverflowError("RLock acquired too many times")
             cowbuf_store_u32(&s.depth, s.depth + 1)
             return True
-        if cowbuf_cas_u64(&s.word, &free, me) or _lock_wait(s, blocking, timeout, thread):
+        if cowbuf_cas_u64(&s.word, &free, me) or _lock_wait(
+                s, _deadline(timeout) if blocking else 0, thread):
             cowbuf_store_u64(&s.thread, thread)
             cowbuf_store_u32(&s.depth, 1)
             return True

@@ -130,6 +130,7 @@ SHARED_TYPES = {
     Event: _share_event,
     Condition: _share_condition,
     Barrier: _share_barrier,
+    Queue: _share_queue,
 }
 
 

@@ -157,4 +157,3 @@ cdef int _wake_count(object n) except -1:
 
 cdef void _notify_at(char* p, int width, int count) noexcept:
     cowbuf_wake(<uint32_t*>p if width == 4 else cowbuf_low_half(<uint64_t*>p), count)
-
