@@ -26,7 +26,9 @@ import bench_counters
 import bench_demo
 import bench_ecosystem
 import bench_handoff
+import bench_queue
 import bench_scaling
+import bench_sync
 import gunicorn_memory
 from _common import TARGET_HEADERS, fmt_mb, table, target_cells
 
@@ -36,13 +38,15 @@ FORMATTERS = {
     "access": bench_access.format_result,
     "arrayops": bench_arrayops.format_result,
     "counters": bench_counters.format_result,
+    "sync": bench_sync.format_result,
+    "queue": bench_queue.format_result,
     "handoff": bench_handoff.format_result,
     "ecosystem": bench_ecosystem.format_result,
     "scaling": bench_scaling.format_result,
     "containers": bench_containers.format_result,
 }
-ORDER = ["demo", "gunicorn", "access", "arrayops", "counters", "handoff", "ecosystem",
-         "scaling", "containers"]
+ORDER = ["demo", "gunicorn", "access", "arrayops", "counters", "sync", "queue", "handoff",
+         "ecosystem", "scaling", "containers"]
 PHASE_COLORS = {"boot": "#dddddd", "idle": "#f4f4f4", "read": "#ffe3c2", "load": "#dcebfa"}
 
 

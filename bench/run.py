@@ -33,10 +33,12 @@ BENCHMARKS = {
     "scaling": ("bench_scaling.py", "memory and read time against workers and data size"),
     "ecosystem": ("bench_ecosystem.py", "joblib, pickle protocol 5 and Ray"),
     "containers": ("bench_containers.py", "FrozenDict and StrArray against dict, list and peers"),
+    "sync": ("bench_sync.py", "locks, events and barriers across processes"),
+    "queue": ("bench_queue.py", "cowbuf.Queue against multiprocessing's queues and faster-fifo"),
 }
 # cheap first, so that a broken setup shows in seconds
-ORDER = ["access", "arrayops", "counters", "handoff", "containers", "ecosystem", "demo",
-         "gunicorn", "scaling"]
+ORDER = ["access", "arrayops", "counters", "sync", "queue", "handoff", "containers",
+         "ecosystem", "demo", "gunicorn", "scaling"]
 
 
 def run_one(name: str, mode: list[str], index: int, count: int, t_start: float,

@@ -500,6 +500,24 @@ cdef class Array:
         is applied (IndexError, OverflowError)."""
         _atomic_add_at(self, indices, values)
 
+    def wait_at(self, index, expected, timeout=None):
+        """Block while item `index` equals `expected` (for `timeout` seconds at
+        most): return True once it differs, False if the timeout passed. As
+        Counter.wait(), for the integer arrays that have atomics."""
+        cdef _Value e
+        self._check_atomic()
+        cdef Py_ssize_t i = self._index(index)
+        _convert(self._typecode, expected, &e)
+        self._base()
+        return _wait_while_equal(self._region, self._offset + i * self._stride,
+                                 <int>self._itemsize, e.u, timeout)
+
+    def notify_at(self, index, n=1):
+        """Wake up to `n` threads or processes blocked in wait_at(index)."""
+        self._check_atomic()
+        cdef Py_ssize_t i = self._index(index)
+        _notify_at(self._base() + i * self._stride, <int>self._itemsize, _wake_count(n))
+
     # -- buffer protocol
 
     def __getbuffer__(self, Py_buffer* view, int flags):

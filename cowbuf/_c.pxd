@@ -25,6 +25,7 @@ cdef extern from "_atomic.h" nogil:
     void cowbuf_store_u32(uint32_t* p, uint32_t v)
     int cowbuf_cas_u32(uint32_t* p, uint32_t* expected, uint32_t desired)
     uint32_t cowbuf_add_fetch_u32(uint32_t* p, uint32_t v)
+    uint32_t cowbuf_exchange_u32(uint32_t* p, uint32_t v)
 
     uint64_t cowbuf_load_u64(const uint64_t* p)
     void cowbuf_store_u64(uint64_t* p, uint64_t v)
@@ -65,3 +66,106 @@ cdef extern from "_arrow.h":
     object cowbuf_arrow_schema_capsule(const char* format)
     object cowbuf_arrow_array_capsule(object owner, int64_t length, int64_t offset,
                                       int n_buffers, const Py_ssize_t* buffer_offsets)
+cdef extern from "_wait.h" nogil:
+    # Sleeping on a 32-bit word of shared memory until another process wakes it.
+    int64_t cowbuf_monotonic_ns()
+    void cowbuf_cpu_relax()
+    uint32_t* cowbuf_low_half(uint64_t* p)
+    uint32_t* cowbuf_high_half(uint64_t* p)
+    int cowbuf_wait(uint32_t* word, uint32_t expected, int64_t timeout_ns)
+    void cowbuf_wake(uint32_t* word, int count)
+
+
+cdef extern from "_process.h" nogil:
+    # Process identities ((start tag << 32) | pid) and whether their process is gone.
+    uint32_t COWBUF_PID_MASK
+    uint64_t cowbuf_identity()
+    int cowbuf_process_gone(uint64_t identity)
+
+
+cdef extern from "_sync.h" nogil:
+    # The layout in shared memory of the synchronization objects.
+    enum:
+        COWBUF_KIND_LOCK
+        COWBUF_KIND_RLOCK
+        COWBUF_KIND_SEMAPHORE
+        COWBUF_KIND_EVENT
+        COWBUF_KIND_CONDITION
+        COWBUF_KIND_BARRIER
+        COWBUF_KIND_QUEUE
+    uint32_t COWBUF_LOCK_WAITERS
+    uint32_t COWBUF_LOCK_STOLEN
+    uint32_t COWBUF_BARRIER_BROKEN
+    uint32_t COWBUF_BARRIER_COMPLETED
+    uint32_t COWBUF_BARRIER_ROUND_MASK
+    int COWBUF_BARRIER_ENDED
+
+    ctypedef struct cowbuf_sync_header:
+        uint32_t kind
+        uint64_t pid_namespace
+
+    ctypedef struct cowbuf_lock_state:
+        cowbuf_sync_header head
+        uint64_t word
+        uint64_t thread
+        uint32_t depth
+        uint32_t died
+
+    ctypedef struct cowbuf_semaphore_state:
+        cowbuf_sync_header head
+        uint32_t value
+        uint32_t sleepers
+        uint32_t bounded
+        uint32_t bound
+        uint32_t slots
+        uint32_t released
+
+    ctypedef struct cowbuf_event_state:
+        cowbuf_sync_header head
+        uint32_t flag
+        uint32_t sleepers
+
+    ctypedef struct cowbuf_condition_state:
+        cowbuf_sync_header head
+        uint32_t seq
+        uint32_t waiting
+        uint32_t pending
+
+    ctypedef struct cowbuf_barrier_state:
+        cowbuf_sync_header head
+        uint64_t state
+        uint32_t parties
+        uint32_t ended[16]
+
+
+cdef extern from "_queue.h" nogil:
+    # The layout of a Queue in shared memory, and the copies in and out of its ring.
+    uint32_t COWBUF_QUEUE_MAX_BYTES
+    int COWBUF_RECORD_HEADER
+    enum:
+        COWBUF_RECORD_PICKLE
+        COWBUF_RECORD_BYTES
+        COWBUF_RECORD_FAR_PICKLE
+        COWBUF_RECORD_FAR_BYTES
+
+    ctypedef struct cowbuf_queue_state:
+        cowbuf_sync_header head
+        uint32_t capacity
+        uint32_t maxsize
+        cowbuf_lock_state put_lock
+        uint64_t put_cursor
+        uint32_t get_waiting
+        cowbuf_lock_state get_lock
+        uint64_t get_cursor
+        uint32_t put_waiting
+
+    uint64_t cowbuf_cursor(uint64_t messages, uint64_t units)
+    uint64_t cowbuf_cursor_units(uint64_t cursor)
+    uint64_t cowbuf_cursor_messages(uint64_t cursor)
+    uint64_t cowbuf_cursor_bytes(uint64_t later, uint64_t earlier)
+    uint64_t cowbuf_cursor_count(uint64_t later, uint64_t earlier)
+    uint64_t cowbuf_record_bytes(uint64_t length)
+    void cowbuf_ring_write(char* ring, uint64_t capacity, uint64_t pos, const void* src,
+                           uint64_t n)
+    void cowbuf_ring_read(const char* ring, uint64_t capacity, uint64_t pos, void* dst,
+                          uint64_t n)

@@ -2,6 +2,11 @@
 from cpython.object cimport PyObject
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
+from cowbuf._c cimport (
+    cowbuf_barrier_state, cowbuf_condition_state, cowbuf_event_state, cowbuf_lock_state,
+    cowbuf_queue_state, cowbuf_semaphore_state,
+)
+
 
 cdef class _Mapping:
     cdef:
@@ -229,3 +234,104 @@ cdef class FrozenDict:
     cdef Py_ssize_t _lookup(self, object key) except -1
     cdef object _value(self, const char* base, Py_ssize_t offset)
     cdef object _key(self, const char* base, Py_ssize_t offset)
+# The synchronization objects. Each holds the Region of its shared state, which it
+# never hands out (so nobody can close or freeze it), and a pointer to that state,
+# NULL until __init__ or the reconstructor of a reference has set it up.
+
+cdef class Lock:
+    cdef:
+        Region _region
+        cowbuf_lock_state* _s
+
+    cdef bint _is_owned(self) noexcept
+
+
+cdef class RLock:
+    cdef:
+        Region _region
+        cowbuf_lock_state* _s
+
+    cdef bint _is_owned_by(self, uint64_t me, uint64_t thread) noexcept
+    cdef bint _is_owned(self) noexcept
+    cdef uint32_t _release_all(self) noexcept
+
+
+cdef class Semaphore:
+    cdef:
+        Region _region
+        cowbuf_semaphore_state* _s
+
+    cdef int _init(self, object value, bint track_holders, bint bounded) except -1
+    cdef object _acquire_slot(self, bint blocking, object timeout)
+    cdef int _release_slots(self, Py_ssize_t count) except -1
+
+
+cdef class BoundedSemaphore(Semaphore):
+    pass
+
+
+cdef class Event:
+    cdef:
+        Region _region
+        cowbuf_event_state* _s
+
+    cdef cowbuf_event_state* _state(self) except NULL
+
+
+cdef class Condition:
+    cdef:
+        Region _region
+        cowbuf_condition_state* _s
+        # The cowbuf Lock or RLock that wait() releases and acquires again.
+        object _lock
+
+    cdef cowbuf_condition_state* _state(self) except NULL
+    cdef bint _is_owned(self) except -1
+
+
+cdef class Barrier:
+    cdef:
+        Region _region
+        cowbuf_barrier_state* _s
+        # Called by the last arrival of each round (in its process); None for none.
+        object _action
+        # The default timeout of wait() (None: none); travels with a reference.
+        object _timeout
+
+    cdef cowbuf_barrier_state* _state(self) except NULL
+    cdef int _complete(self, uint32_t round, uint64_t full) except -1
+
+
+cdef class _Sink:
+    # What the pickler wrote since the last take().
+    cdef list _parts
+
+    cdef bytes take(self)
+
+
+cdef class Queue:
+    cdef:
+        Region _region
+        cowbuf_queue_state* _s
+        # The ring, right after the state, and its bytes (a power of two).
+        char* _ring
+        uint64_t _capacity
+        # close() was called: this object refuses put and get (other processes go on).
+        bint _closed
+        # A multiprocessing pickler that writes into _sink, reused for every message
+        # of this object (making one costs more than pickling a small message), and
+        # whether it is busy (another thread, or a reducer that puts).
+        object _pickler
+        _Sink _sink
+        bint _pickling
+
+    cdef int _attach(self) except -1
+    cdef cowbuf_queue_state* _state(self) except NULL
+    cdef bytes _dumps(self, object obj)
+    cdef object _record(self, object data, int kind)
+    cdef object _decode(self, int kind, bytes data, bint raw)
+    cdef int64_t _deadline_for(self, bint block, object timeout) except? -2
+    cdef Py_ssize_t _write(self, list records, int64_t deadline, bint block) except -1
+    cdef bint _fits(self, Py_ssize_t length, uint64_t used, uint64_t count) noexcept
+    cdef uint64_t _write_record(self, uint64_t pos, object data, int kind) except 0
+    cdef list _read(self, Py_ssize_t max_items, int64_t deadline, bint block)

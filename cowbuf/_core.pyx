@@ -19,6 +19,7 @@ from cpython.buffer cimport (
     PyBuffer_Release, PyBuffer_ToContiguous, PyObject_CheckBuffer, PyObject_GetBuffer,
 )
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.exc cimport PyErr_CheckSignals
 from cpython.float cimport PyFloat_AsDouble
 from cpython.long cimport (
     PyLong_AsLongLong, PyLong_AsLongLongAndOverflow, PyLong_AsUnsignedLongLong,
@@ -27,14 +28,15 @@ from cpython.long cimport (
 )
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.number cimport PyIndex_Check, PyNumber_AsSsize_t, PyNumber_Index
+from cpython.pythread cimport PyThread_get_thread_ident
 from cpython.slice cimport PySlice_AdjustIndices, PySlice_Check, PySlice_Unpack
-from libc.errno cimport EACCES, ENOMEM, EPERM, errno
+from libc.errno cimport EACCES, EINTR, ENOMEM, EPERM, errno
 from libc.limits cimport (
     INT_MAX, INT_MIN, LLONG_MAX, LLONG_MIN, LONG_MAX, LONG_MIN, SCHAR_MAX, SCHAR_MIN,
     SHRT_MAX, SHRT_MIN, UCHAR_MAX, UINT_MAX, ULLONG_MAX, ULONG_MAX, USHRT_MAX,
 )
-from libc.math cimport NAN
-from libc.stdint cimport int64_t, uint32_t, uint64_t, uintptr_t
+from libc.math cimport INFINITY, NAN
+from libc.stdint cimport UINT32_MAX, int64_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcmp, memcpy, memmove
 from posix.mman cimport munmap
@@ -43,9 +45,13 @@ from posix.unistd cimport close
 from cowbuf._c cimport *
 
 import os
+import pickle
 import sys
 import weakref
+from multiprocessing.reduction import ForkingPickler
 from pickle import PickleBuffer
+from queue import Empty, Full
+from threading import BrokenBarrierError
 from types import GenericAlias
 
 from cowbuf._memory import check_commit
@@ -56,6 +62,7 @@ include "_kernels.pxi"
 include "_mapping.pxi"
 include "_region.pxi"
 include "_outbox.pxi"
+include "_wait.pxi"
 include "_array.pxi"
 include "_array_iter.pxi"
 include "_array_nd.pxi"
@@ -66,4 +73,9 @@ include "_counter.pxi"
 include "_arrow.pxi"
 include "_strarray.pxi"
 include "_frozendict.pxi"
+include "_lock.pxi"
+include "_semaphore.pxi"
+include "_condition.pxi"
+include "_barrier.pxi"
+include "_queue.pxi"
 include "_pickling.pxi"

@@ -117,6 +117,24 @@ cdef class Counter:
         cdef long long d = _counter_arg(desired, self._region)
         return bool(cowbuf_cas_u64(<uint64_t*>self._wptr(), &e, <uint64_t>d))
 
+    def wait(self, expected, /, timeout=None):
+        """Block while the value equals `expected` (for `timeout` seconds at most):
+        return True once it differs, False if the timeout passed. notify() and
+        notify_all() wake the waiters at once; a change without them is seen within
+        20 ms. Ctrl-C interrupts the wait."""
+        cdef long long e = _counter_arg(expected)
+        self._ptr()
+        return _wait_while_equal(self._region, self._offset, 8, <uint64_t>e, timeout)
+
+    def notify(self, n=1, /):
+        """Wake up to `n` threads or processes blocked in wait() on this counter."""
+        cdef int count = _wake_count(n)
+        cowbuf_wake(cowbuf_low_half(<uint64_t*>self._ptr()), count)
+
+    def notify_all(self):
+        """Wake every thread and process blocked in wait() on this counter."""
+        cowbuf_wake(cowbuf_low_half(<uint64_t*>self._ptr()), INT_MAX)
+
     def __int__(self):
         return <long long>cowbuf_load_u64(<uint64_t*>self._ptr())
 

@@ -158,6 +158,14 @@ SHARED_TYPES = {
     StrArray: _share_strings,
     BytesArray: _share_strings,
     FrozenDict: _share_frozendict,
+    Lock: _share_lock,
+    RLock: _share_rlock,
+    Semaphore: _share_semaphore,
+    BoundedSemaphore: _share_semaphore,
+    Event: _share_event,
+    Condition: _share_condition,
+    Barrier: _share_barrier,
+    Queue: _share_queue,
 }
 
 

@@ -49,10 +49,11 @@ def test_every_benchmark_ran(smoke_run: tuple[dict, str]) -> None:
     assert data["meta"]["mode"] == "smoke"
     assert data["meta"]["machine"]["python"] == sys.version.split()[0]
     bench = data["benchmarks"]
-    assert set(bench) == {"demo", "access", "arrayops", "counters", "handoff", "ecosystem",
-                          "gunicorn", "scaling", "containers"}
+    assert set(bench) == {"demo", "access", "arrayops", "counters", "sync", "queue", "handoff",
+                          "ecosystem", "gunicorn", "scaling", "containers"}
     assert not [name for name, res in bench.items() if "error" in res]
-    for name in ("access", "arrayops", "counters", "handoff", "ecosystem", "containers"):
+    for name in ("access", "arrayops", "counters", "sync", "queue", "handoff", "ecosystem",
+                 "containers"):
         for t in bench[name]["targets"]:
             assert t["status"] in {"PASS", "MISS", "n/a"}, t
             if t["ratio"] is not None:
@@ -116,6 +117,29 @@ def test_containers_read_the_same_data(smoke_run: tuple[dict, str]) -> None:
     assert all(g < 1e6 for g in gun["summary"]["uss_growth_per_worker"]), gun["summary"]
 
 
+def test_queue_delivers_every_message(smoke_run: tuple[dict, str]) -> None:
+    queue = smoke_run[0]["benchmarks"]["queue"]
+    # every throughput sample counted each message in (bench_queue raises otherwise)
+    for shape, samples in queue["throughput"].items():
+        assert all(len(s) == queue["config"]["rounds"] for s in samples.values()), shape
+    assert set(queue["drain"]) >= {"cowbuf get()", "cowbuf get_many",
+                                   "multiprocessing get()"}
+    assert len(queue["targets"]) >= 5
+
+
+def test_sync_locks_are_exact_and_survive_their_holder(smoke_run: tuple[dict, str]) -> None:
+    sync = smoke_run[0]["benchmarks"]["sync"]
+    for name, runs in sync["two"].items():
+        assert all(r["exact"] for r in runs), name
+    assert None not in sync["killed"]["cowbuf"]
+    survival = sync["survival"]
+    assert survival["lock"]["cowbuf"].startswith("got it"), survival
+    assert "owner_died" in survival["lock"]["cowbuf"], survival
+    assert survival["semaphore"]["cowbuf tracked"].startswith("got it"), survival
+    assert survival["condition"]["cowbuf"].startswith("returned"), survival
+    assert survival["barrier"]["cowbuf"].startswith("BrokenBarrierError"), survival
+
+
 def test_handoff_sends_cowbuf_by_reference(smoke_run: tuple[dict, str]) -> None:
     handoff = smoke_run[0]["benchmarks"]["handoff"]
     assert handoff["config"]["cowbuf_by_reference"]
@@ -169,8 +193,8 @@ def test_report_and_charts(smoke_run: tuple[dict, str]) -> None:
     with open(os.path.join(out, "smoke.md")) as f:
         report = f.read()
     for title in ("quick start", "gunicorn", "Element access", "array.array's operations",
-                  "Shared counters", "Hand an", "Scaling", "Strings and maps",
-                  "lookup table held as"):
+                  "Shared counters", "Locks, events", "Queues between processes", "Hand an",
+                  "Scaling", "Strings and maps", "lookup table held as"):
         assert title in report
     charts = ["smoke-memory.png", "smoke-total.png", "smoke-scaling.png", "smoke-dicts.png"]
     if _installed("matplotlib"):

@@ -4,7 +4,8 @@
 Each input is a program: a sequence of operations from the table OPS (below), with
 arguments read from the input bytes, on Regions, Arrays, Counters, their slices and
 their buffer exports (memoryview, numpy), StrArrays, BytesArrays and FrozenDicts
-(and ones made from arbitrary bytes), in any order. Besides the calls themselves:
+(and ones made from arbitrary bytes), locks, semaphores, events, conditions and
+barriers (every wait with a timeout that cannot block), in any order. Besides the calls themselves:
 close, freeze, del and garbage collection; numbers whose __index__ runs another step
 in the middle of a call; threads that write, read and add without the GIL while the
 program goes on; forked children that run steps of their own on what they inherit;
@@ -211,6 +212,7 @@ class Fuzz:
         self.strings: list[tuple[Any, list[Any]]] = []
         self.maps: list[tuple[cowbuf.FrozenDict, dict[Any, Any]]] = []
         self.held: list[Any] = []  # Arrow capsules nobody imported
+        self.syncs: list[Any] = []  # locks, semaphores, events, conditions, barriers
         self.threads: list[Worker] = []
         # regions that threads of the parent keep writing (in a forked child)
         self.written_elsewhere: list[cowbuf.Region] = []
@@ -746,7 +748,7 @@ def misuse(f: Fuzz) -> None:
 @op
 def drop(f: Fuzz) -> None:
     pools = [f.regions, f.arrays, f.counters, f.exports, f.iterators, f.strings, f.maps,
-             f.held]
+             f.held, f.syncs]
     pool = pools[f.r.below(len(pools))]
     if pool:
         del pool[f.r.below(len(pool))]
@@ -900,6 +902,80 @@ def crafted_by_reference(f: Fuzz) -> None:
 
 
 # The steps a Sneaky number may run in the middle of a call.
+# -- locks, semaphores, events, conditions, barriers ------------------------------------
+
+def timeout(f: Fuzz) -> object:
+    """A timeout that cannot block for long (a huge one waits forever)."""
+    return [0, 0.0, -1.0, 1e-4, float("nan"), "1", Decimal("0.0001"),
+            -abs(f.integer())][f.r.below(8)]
+
+
+@op
+def sync(f: Fuzz) -> None:
+    """Locks, semaphores, events, conditions, barriers, and Counter.wait: every
+    call that could block gets a timeout that cannot (a single thread would
+    wait for itself)."""
+    op = f.r.byte() % 10
+    if op == 0 or not f.syncs:
+        locks = [x for x in f.syncs if isinstance(x, (cowbuf.Lock, cowbuf.RLock))]
+        make = [cowbuf.Lock, cowbuf.RLock, lambda: cowbuf.Semaphore(f.value()),
+                lambda: cowbuf.BoundedSemaphore(f.value(),
+                                                track_holders=bool(f.r.byte() & 1)),
+                cowbuf.Event, lambda: cowbuf.Condition(f.pick(locks)),
+                lambda: cowbuf.Barrier(f.value(), timeout=1e-4)][f.r.below(7)]
+        f.keep(f.syncs, make())
+        return
+    obj = f.pick(f.syncs)
+    with contextlib.suppress(RuntimeError):  # threading's, for misuse (and barriers)
+        if op == 1 and isinstance(obj, (cowbuf.Lock, cowbuf.RLock, cowbuf.Semaphore)):
+            if f.r.byte() & 1:
+                obj.acquire(False)
+            else:
+                obj.acquire(True, 1e-4)
+        elif op == 2 and isinstance(obj, (cowbuf.Lock, cowbuf.RLock, cowbuf.Condition)):
+            obj.release()
+        elif op == 2 and isinstance(obj, cowbuf.Semaphore):
+            obj.release(f.value())
+        elif op == 3 and isinstance(obj, cowbuf.Event):
+            [obj.set, obj.clear, obj.is_set, lambda: obj.wait(timeout(f))][
+                f.r.below(4)]()
+        elif op == 3 and isinstance(obj, cowbuf.Condition):
+            if obj.acquire(False):
+                try:
+                    [lambda: obj.notify(f.value()), obj.notify_all,
+                     lambda: obj.wait(timeout(f))][f.r.below(3)]()
+                finally:
+                    obj.release()
+            else:
+                obj.notify()
+        elif op == 3 and isinstance(obj, cowbuf.Barrier):
+            [lambda: obj.wait(timeout(f)), obj.reset, obj.abort,
+             lambda: (obj.parties, obj.n_waiting, obj.broken)][f.r.below(4)]()
+        elif op == 4:
+            c = f.pick(f.counters)
+            if c is not None:
+                c.wait(f.value(), timeout(f)) if f.r.byte() & 1 else \
+                    c.notify(f.value())
+        elif op == 5:
+            a = f.some_array()
+            if a is not None:
+                n = len(a) if not a.region.closed else 0
+                a.wait_at(f.key(n), f.value(), timeout(f)) if f.r.byte() & 1 \
+                    else a.notify_at(f.key(n), f.value())
+        elif op == 6:
+            again = pickle.loads(ForkingPickler.dumps(obj))
+            assert type(again) is type(obj)
+            f.keep(f.syncs, again)
+            pickle.dumps(obj)  # a copy of a lock is refused: TypeError
+        elif op == 7:
+            cls = type(obj)
+            f.keep(f.syncs, cls.__new__(cls))
+        elif op == 8:
+            obj.__init__()  # a second __init__ (or a first one without arguments)
+        else:
+            repr(obj)
+
+
 # -- StrArray, BytesArray, FrozenDict ---------------------------------------------------
 
 def text(f: Fuzz) -> object:
