@@ -122,7 +122,7 @@ cdef class Counter:
         return True once it differs, False if the timeout passed. notify() and
         notify_all() wake the waiters at once; a change without them is seen within
         20 ms. Ctrl-C interrupts the wait."""
-        cdef long long e = _counter_arg(expected)
+        cdef long long e = _counter_arg(expected, self._region)
         self._ptr()
         return _wait_while_equal(self._region, self._offset, 8, <uint64_t>e, timeout)
 
