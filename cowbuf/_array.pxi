@@ -559,6 +559,25 @@ cdef class Array:
         self._region._live()
         raise AttributeError("__array_interface__")
 
+    def __arrow_c_array__(self, requested_schema=None):
+        """The Arrow PyCapsule interface: (schema, array) capsules of a primitive Arrow
+        array (int8 ... uint64, float32, float64) on this memory, without a copy, so
+        pyarrow.array(a) (and polars.from_arrow of that) reads it in place. The consumer's hold on the
+        memory counts as a buffer export of the region (close() waits for its
+        release: BufferError); it sees later writes to a writable array, as pyarrow
+        does with numpy's. A strided view is copied first (Arrow arrays are
+        contiguous). `requested_schema` is ignored. One-dimensional arrays only."""
+        self._region._live()
+        self._check_1d("the Arrow export")
+        cdef Array source = self
+        if self._length > 1 and self._stride != self._itemsize:
+            source = array(chr(self._typecode), self)  # contiguous, in a region of its own
+        cdef Py_ssize_t buffers[2]
+        buffers[0] = -1  # no validity bitmap: there are no nulls
+        buffers[1] = source._offset
+        return _arrow_capsules(source._region, _arrow_format(self._typecode, self._itemsize),
+                               source._length, 0, buffers, 2)
+
     def __reduce_ex__(self, protocol):
         # By value for plain pickle and cloudpickle; cowbuf._sharing registers a
         # by-reference reducer with multiprocessing's pickler.
