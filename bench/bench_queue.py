@@ -272,7 +272,7 @@ def run(quick: bool = False, smoke: bool = False) -> dict[str, Any]:
 
     progress(f"queue: draining {drained:,} messages x {rounds} rounds")
     drain: dict[str, list[float]] = {}
-    for r in range(rounds):
+    for _ in range(rounds):
         for name in found:
             if name == "SimpleQueue":  # its put writes to the pipe: it holds 64 KB
                 continue

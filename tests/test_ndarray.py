@@ -504,7 +504,7 @@ def test_pickle_by_value_keeps_the_shape(protocol):
 
 @pytest.mark.parametrize("view", ["whole", "strided"])
 def test_pickle_protocol_5_out_of_band_keeps_the_shape(view):
-    a, n = grid("d", (300, 40))
+    a, _ = grid("d", (300, 40))
     obj = a if view == "whole" else a[::-2, 3::5]
     buffers = []
     data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
