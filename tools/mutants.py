@@ -250,11 +250,11 @@ MUTANTS = [
             "test_init_is_refused_once_the_region_is_attached_even_from_its_own_size",)),
     Mutant("small_pickle_unchecked",  # 4
            "crafted pickle data raises ValueError at once",
-           (Edit("cowbuf/_pickling.pxi", _at(4, """
+           (Edit("cowbuf/_pickling.pxi", _at(8, """
                 if small and n >= PAGE:
                     # only allocations under a page are carved from arenas
                     raise ValueError(f"bad pickle data: a small region of {n} bytes")
-                """), _at(4, """
+                """), _at(8, """
                 pass
                 """)),),
            ("tests/test_sharing.py::test_region_reconstructor_rejects_inconsistent_data_at_once",)),
