@@ -131,6 +131,31 @@ def format_targets(targets: Iterable[dict[str, Any]]) -> str:
     return table(["target", *TARGET_HEADERS, "note"], rows)
 
 
+# -- forked children -------------------------------------------------------------------
+
+def fork_child(body: Callable[[], None]) -> int:
+    """Run `body` in a forked child that exits with 0 if it returned, 1 if it raised."""
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            body()
+            code = 0
+        finally:
+            os._exit(code)
+    return pid
+
+
+def reap(pids: list[int]) -> None:
+    """Wait for forked children; RuntimeError if any of them failed."""
+    failed = 0
+    for pid in pids:
+        _, status = os.waitpid(pid, 0)
+        failed += status != 0
+    if failed:
+        raise RuntimeError(f"{failed} benchmark processes failed")
+
+
 # -- formatting ------------------------------------------------------------------------
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.queues
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,11 +19,13 @@ from typing import Any
 from _common import (
     bench_main,
     fmt_time,
+    fork_child,
     format_targets,
     interleaved,
     median,
     na_target,
     progress,
+    reap,
     table,
     target,
 )
@@ -68,33 +69,12 @@ def _get_many(q: Any, n: int) -> list[Any]:
 
 # -- forked children -----------------------------------------------------------------------
 
-def _fork(body: Callable[[], None]) -> int:
-    pid = os.fork()
-    if pid == 0:  # child
-        code = 1
-        try:
-            body()
-            code = 0
-        finally:
-            os._exit(code)
-    return pid
-
-
 def _flush(q: Any) -> None:
     """Before a child that put messages exits: multiprocessing.Queue hands each put to
     a feeder thread, and os._exit() would drop what it has not written yet."""
     if isinstance(q, multiprocessing.queues.Queue):
         q.close()
         q.join_thread()
-
-
-def _reap(pids: list[int]) -> None:
-    failed = 0
-    for pid in pids:
-        _, status = os.waitpid(pid, 0)
-        failed += status != 0
-    if failed:
-        raise RuntimeError(f"{failed} benchmark processes failed")
 
 
 def _board(size: int) -> Any:
@@ -128,16 +108,16 @@ def _throughput(make: Callable[[], Any], producers: int, consumers: int, n: int)
             board[3 + k] = time.perf_counter_ns()
         return run
 
-    readers = [_fork(consume(k)) for k in range(consumers)]
-    writers = [_fork(produce) for _ in range(producers)]
+    readers = [fork_child(consume(k)) for k in range(consumers)]
+    writers = [fork_child(produce) for _ in range(producers)]
     time.sleep(0.05)  # every child is at its start
     start = time.perf_counter_ns()
     board[0] = 1
-    _reap(writers)
+    reap(writers)
     for _ in range(consumers):
         q.put(None)
     _flush(q)
-    _reap(readers)
+    reap(readers)
     if board[2] != share * producers:
         raise AssertionError(f"{board[2]} of {share * producers} messages arrived")
     return (max(board[3:]) - start) / 1e9
@@ -152,13 +132,13 @@ def _ping_pong(make: Callable[[], Any], trips: int) -> float:
             back.put(there.get())
         _flush(back)
 
-    pid = _fork(bounce)
+    pid = fork_child(bounce)
     t0 = time.perf_counter()
     for _ in range(trips):
         there.put(MESSAGE)
         back.get()
     elapsed = time.perf_counter() - t0
-    _reap([pid])
+    reap([pid])
     return elapsed / trips
 
 
@@ -193,7 +173,7 @@ def _drain(make: Callable[[], Any], n: int, batched: bool) -> float:
                 q.get()
         board[2] = time.perf_counter_ns()
 
-    _reap([_fork(produce), _fork(consume)])
+    reap([fork_child(produce), fork_child(consume)])
     return (board[2] - board[1]) / 1e9
 
 
@@ -219,7 +199,7 @@ def _handoff(n: int, rounds: int) -> dict[str, list[float]]:
     a = cowbuf.array("q", np.arange(n, dtype=np.int64))
     expected = n * (n - 1) // 2
     requests, answers = cowbuf.Queue(), cowbuf.Queue()
-    worker = _fork(lambda: _queue_worker(requests, answers))
+    worker = fork_child(lambda: _queue_worker(requests, answers))
 
     def through_queue() -> int:
         requests.put(a)
@@ -237,7 +217,7 @@ def _handoff(n: int, rounds: int) -> dict[str, list[float]]:
             samples = interleaved(arms, rounds)
     finally:
         requests.put(None)
-        _reap([worker])
+        reap([worker])
     return samples
 
 

@@ -22,10 +22,12 @@ from _common import (
     bench_main,
     fmt_rate,
     fmt_time,
+    fork_child,
     format_targets,
     interleaved,
     median,
     progress,
+    reap,
     table,
     target,
 )
@@ -73,28 +75,6 @@ def _pairs(acquire: Callable[[], Any], release: Callable[[], Any], n: int) -> Ca
     return run
 
 
-# -- forked children -------------------------------------------------------------------
-
-def _fork(body: Callable[[], None]) -> int:
-    pid = os.fork()
-    if pid == 0:  # child
-        code = 1
-        try:
-            body()
-            code = 0
-        finally:
-            os._exit(code)
-    return pid
-
-
-def _reap(pids: list[int]) -> None:
-    failed = 0
-    for pid in pids:
-        _, status = os.waitpid(pid, 0)
-        failed += status != 0
-    if failed:
-        raise RuntimeError(f"{failed} benchmark processes failed")
-
 
 def _contend(factory: LockFactory, n: int) -> dict[str, Any]:
     """Two forked processes each take the lock `n` times around a read-modify-write of
@@ -118,10 +98,10 @@ def _contend(factory: LockFactory, n: int) -> dict[str, Any]:
             times[3 + 2 * k] = time.perf_counter()
         return run
 
-    pids = [_fork(body(k)) for k in range(2)]
+    pids = [fork_child(body(k)) for k in range(2)]
     time.sleep(0.05)  # both spin on the go flag
     words[0] = 1
-    _reap(pids)
+    reap(pids)
     wall = max(times[3], times[5]) - min(times[2], times[4])
     total = words[1]
     words.release()
@@ -152,7 +132,7 @@ def _holder_killed(kind: str, patience: float) -> float | None:
         flag[0] = 1
         time.sleep(600)
 
-    pid = _fork(hold)
+    pid = fork_child(hold)
     try:
         while flag[0] == 0:
             time.sleep(0.0005)
@@ -229,7 +209,7 @@ def _scenario(scenario: str, kind: str, patience: float) -> str:
             flag[0] = 1
         time.sleep(600)
 
-    pid = _fork(other)
+    pid = fork_child(other)
     if scenario == "barrier":
         sync.wait()
     while flag[0] == 0:
@@ -311,13 +291,13 @@ def _ping_pong(kind: str, n: int) -> float:
                 os.read(r1, 1)
                 os.write(w2, b"x")
 
-        pid = _fork(bounce_pipe)
+        pid = fork_child(bounce_pipe)
         t0 = time.perf_counter()
         for _ in range(n):
             os.write(w1, b"x")
             os.read(r2, 1)
         elapsed = time.perf_counter() - t0
-        _reap([pid])
+        reap([pid])
         for fd in (r1, w1, r2, w2):
             os.close(fd)
         return elapsed / n
@@ -329,14 +309,14 @@ def _ping_pong(kind: str, n: int) -> float:
             ping.clear()
             pong.set()
 
-    pid = _fork(bounce)
+    pid = fork_child(bounce)
     t0 = time.perf_counter()
     for _ in range(n):
         ping.set()
         pong.wait()
         pong.clear()
     elapsed = time.perf_counter() - t0
-    _reap([pid])
+    reap([pid])
     return elapsed / n
 
 
@@ -350,11 +330,11 @@ def _barrier_rounds(kind: str, parties: int, rounds: int) -> float:
         for _ in range(rounds):
             barrier.wait()
 
-    pids = [_fork(run) for _ in range(parties - 1)]
+    pids = [fork_child(run) for _ in range(parties - 1)]
     t0 = time.perf_counter()
     run()
     elapsed = time.perf_counter() - t0
-    _reap(pids)
+    reap(pids)
     return elapsed / rounds
 
 
