@@ -5,7 +5,8 @@ Each input is a program: a sequence of operations from the table OPS (below), wi
 arguments read from the input bytes, on Regions, Arrays, Counters, their slices and
 their buffer exports (memoryview, numpy), StrArrays, BytesArrays and FrozenDicts
 (and ones made from arbitrary bytes), locks, semaphores, events, conditions and
-barriers (every wait with a timeout that cannot block), in any order. Besides the calls themselves:
+barriers (every wait with a timeout that cannot block), and Queues (what comes out is
+what went in, in order), in any order. Besides the calls themselves:
 close, freeze, del and garbage collection; numbers whose __index__ runs another step
 in the middle of a call; threads that write, read and add without the GIL while the
 program goes on; forked children that run steps of their own on what they inherit;
@@ -45,11 +46,13 @@ import gc
 import inspect
 import os
 import pickle
+import queue
 import struct
 import sys
 import threading
 import traceback
 import warnings
+from collections import deque
 from collections.abc import Callable
 from decimal import Decimal
 from multiprocessing.reduction import ForkingPickler
@@ -213,6 +216,8 @@ class Fuzz:
         self.maps: list[tuple[cowbuf.FrozenDict, dict[Any, Any]]] = []
         self.held: list[Any] = []  # Arrow capsules nobody imported
         self.syncs: list[Any] = []  # locks, semaphores, events, conditions, barriers
+        # Queues with what they hold: ("p", object put) or ("b", bytes put)
+        self.queues: list[tuple[cowbuf.Queue, deque[tuple[str, Any]]]] = []
         self.threads: list[Worker] = []
         # regions that threads of the parent keep writing (in a forked child)
         self.written_elsewhere: list[cowbuf.Region] = []
@@ -748,7 +753,7 @@ def misuse(f: Fuzz) -> None:
 @op
 def drop(f: Fuzz) -> None:
     pools = [f.regions, f.arrays, f.counters, f.exports, f.iterators, f.strings, f.maps,
-             f.held, f.syncs]
+             f.held, f.syncs, f.queues]
     pool = pools[f.r.below(len(pools))]
     if pool:
         del pool[f.r.below(len(pool))]
@@ -974,6 +979,98 @@ def sync(f: Fuzz) -> None:
             obj.__init__()  # a second __init__ (or a first one without arguments)
         else:
             repr(obj)
+
+
+# -- Queue -----------------------------------------------------------------------------
+
+def message(f: Fuzz) -> Any:
+    """Something to put: plain values (equal to their copies), or bytes larger than half
+    a small ring (they go out of band)."""
+    kind = f.r.below(6)
+    if kind == 0:
+        return f.integer()
+    if kind == 1:
+        return f.r.raw(f.r.below(64))
+    if kind == 2:
+        return ("t", f.integer(), f.r.raw(f.r.below(8)).decode("latin-1"))
+    if kind == 3:
+        return b"x" * [3000, 5000, 70_000][f.r.below(3)]
+    if kind == 4:
+        return None
+    return NUMBERS[f.r.below(len(NUMBERS))]
+
+
+def no_wait(f: Fuzz) -> tuple[bool, object]:
+    """(block, timeout) of a call that cannot wait: one process has nobody to wait for."""
+    return [(False, None), (True, 0), (True, 0.0), (True, 1e-4), (True, -1.0),
+            (True, "1"), (False, 5.0)][f.r.below(7)]
+
+
+@op
+def queue_(f: Fuzz) -> None:
+    """A Queue used by this process alone: what comes out is what went in, in order,
+    every kind of put and get, full and empty included (queue.Full and queue.Empty are
+    the documented outcomes there)."""
+    op = f.r.byte() % 10
+    if op == 0 or not f.queues:
+        size = [0, 4096, 5000, 1 << 16, -1, 1 << 40][f.r.below(6)]
+        f.keep(f.queues, (cowbuf.Queue(size, f.r.below(4)), deque()))
+        return
+    q, held = f.pick(f.queues)
+    block, wait = no_wait(f)
+    try:
+        if op == 1:
+            msg = message(f)
+            q.put(msg, block, wait)
+            held.append(("p", msg))
+        elif op == 2:
+            data = f.r.raw(f.r.below(64)) if f.flag() else b"y" * 70_000
+            q.put_bytes(data, block, wait)
+            held.append(("b", data))
+        elif op == 3:
+            items = [message(f) for _ in range(f.r.below(8))]
+            done = 0  # (a bad timeout or a closed queue: nothing was put)
+            try:
+                q.put_many(items, block, wait)
+                done = len(items)
+            except queue.Full as exc:  # the items before the first that did not fit
+                done = int(str(exc).split(" of ")[0])
+                raise
+            finally:
+                held.extend(("p", item) for item in items[:done])
+        elif op in (4, 5):
+            got = q.get(block, wait) if op == 4 else q.get_bytes(block, wait)
+            if not held:
+                raise Finding("get() returned from a queue that holds nothing")
+            kind, put = held.popleft()
+            if op == 5 and kind == "p":
+                got = pickle.loads(got)
+            if got != put:
+                raise Finding(f"the queue returned {got!r:.80} where {put!r:.80} was put")
+            f.events.add("queue-round-trip")
+        elif op == 6:
+            many = q.get_many(f.r.below(6) or 1, block, wait)
+            for got in many:
+                kind, put = held.popleft()
+                if got != put:
+                    raise Finding(f"get_many() returned {got!r:.80}, not {put!r:.80}")
+        elif op == 7:
+            if q.qsize() != len(held) or q.empty() != (not held):
+                raise Finding(f"qsize() {q.qsize()} with {len(held)} messages held")
+            q.full()
+        elif op == 8:
+            again = pickle.loads(ForkingPickler.dumps(q))
+            f.keep(f.queues, (again, held))  # the same queue: what it holds is shared
+            pickle.dumps(q)  # a copy of a queue is refused: TypeError
+        else:
+            q.close()
+            f.queues[:] = [(x, h) for x, h in f.queues if x is not q]
+            q.put(1)  # ValueError: closed in this process
+    except queue.Empty:
+        if held and not f.disrupting:
+            raise Finding(f"queue.Empty with {len(held)} messages held") from None
+    except queue.Full:
+        pass
 
 
 # -- StrArray, BytesArray, FrozenDict ---------------------------------------------------
