@@ -562,10 +562,10 @@ cdef class Array:
     def __arrow_c_array__(self, requested_schema=None):
         """The Arrow PyCapsule interface: (schema, array) capsules of a primitive Arrow
         array (int8 ... uint64, float32, float64) on this memory, without a copy, so
-        pyarrow.array(a) (and polars.from_arrow of that) reads it in place. The consumer's hold on the
-        memory counts as a buffer export of the region (close() waits for its
-        release: BufferError); it sees later writes to a writable array, as pyarrow
-        does with numpy's. A strided view is copied first (Arrow arrays are
+        pyarrow.array(a) (and polars.from_arrow of that) reads it in place. The
+        consumer's hold on the memory counts as a buffer export of the region (close()
+        raises BufferError until it is released); it sees later writes to a writable
+        array, as pyarrow does with numpy's. A strided view is copied first (Arrow arrays are
         contiguous). `requested_schema` is ignored. One-dimensional arrays only."""
         self._region._live()
         self._check_1d("the Arrow export")

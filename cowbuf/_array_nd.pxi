@@ -225,9 +225,8 @@ cdef int _assign_view(Array view, object value) except -1:
         raise MemoryError()
     try:
         if PyObject_CheckBuffer(value):
-            PyObject_GetBuffer(value, &src, PyBUF_RECORDS_RO)
+            _get_items(value, &src, view._typecode, "cannot assign to the array slice")
             try:
-                _check_format(view._typecode, &src, "cannot assign to the array slice")
                 if (src.ndim != view._ndim
                         or memcmp(src.shape, view._shape, view._ndim * sizeof(Py_ssize_t))):
                     raise ValueError(
@@ -303,9 +302,8 @@ cdef int _assign_slice(Array a, object key, object value) except -1:
     cdef Py_ssize_t dst_stride = a._stride * step if n > 1 else size
     cdef Py_ssize_t dst_offset = start * a._stride if n else 0
     if PyObject_CheckBuffer(value):
-        PyObject_GetBuffer(value, &src, PyBUF_RECORDS_RO)
+        _get_items(value, &src, tc, "cannot assign to the array slice")
         try:
-            _check_format(tc, &src, "cannot assign to the array slice")
             count = src.len // size
             if count != n:
                 raise ValueError(

@@ -217,6 +217,19 @@ cdef int _check_format(char tc, Py_buffer* view, str what) except -1:
     return 0
 
 
+cdef int _get_items(object obj, Py_buffer* view, char tc, str what) except -1:
+    """Acquire the buffer of `obj` (read-only, any strides) into `view` and check that
+    it holds items of exactly the type of `tc`: TypeError, with nothing held, if not.
+    The caller releases `view`."""
+    PyObject_GetBuffer(obj, view, PyBUF_RECORDS_RO)
+    try:
+        _check_format(tc, view, what)
+    except BaseException:
+        PyBuffer_Release(view)
+        raise
+    return 0
+
+
 cdef char _buffer_typecode(const Py_buffer* view) noexcept:
     """The typecode of the items of a buffer (native int64 items read as 'q',
     whatever their format letter), or 0 for a format that is not a number of cowbuf's
