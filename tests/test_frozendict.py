@@ -201,7 +201,7 @@ def test_closed_region_is_value_error_everywhere() -> None:
         empty["a"]
 
 
-def test_repr() -> None:
+def test_frozendict_repr() -> None:
     assert repr(cowbuf.FrozenDict({"a": 1, 2: b"x"})) == "cowbuf.FrozenDict({'a': 1, 2: b'x'})"
     assert repr(cowbuf.FrozenDict({i: i for i in range(20)})).endswith("7: 7, ...})")
 
@@ -344,7 +344,7 @@ def test_crafted_references_are_value_error() -> None:
 # -- pickling and sharing ------------------------------------------------------------------
 
 @pytest.mark.parametrize("protocol", range(2, pickle.HIGHEST_PROTOCOL + 1))
-def test_plain_pickle_copies_by_value(protocol: int) -> None:
+def test_plain_pickle_copies_a_frozendict_by_value(protocol: int) -> None:
     m, d = make_map()
     copy = pickle.loads(pickle.dumps(m, protocol=protocol))
     assert copy == d and list(copy.items()) == list(d.items())

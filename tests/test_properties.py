@@ -307,7 +307,7 @@ def close_enough(actual: float, values: list[float]) -> bool:
 @pytest.mark.parametrize("tc", TYPECODES)
 @bounded(80)
 @given(data=st.data())
-def test_sum_min_max_match_python(tc: str, data: st.DataObject) -> None:
+def test_sum_min_max_match_python_on_any_items(tc: str, data: st.DataObject) -> None:
     if tc in "fd":
         # finite and not too large, so that the summation order cannot overflow
         values = st.floats(-(2.0**99), 2.0**99, width=32 if tc == "f" else 64)
@@ -330,7 +330,7 @@ def test_sum_min_max_match_python(tc: str, data: st.DataObject) -> None:
 @pytest.mark.parametrize("tc", ["f", "d"])
 @bounded(60)
 @given(items=st.lists(st.floats(), min_size=1, max_size=20))
-def test_nan_wins_min_and_max(tc: str, items: list[float]) -> None:
+def test_nan_wins_min_and_max_wherever_it_lies(tc: str, items: list[float]) -> None:
     a = cowbuf.array(tc, items)
     values = a.tolist()
     if any(math.isnan(v) for v in values):

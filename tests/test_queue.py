@@ -203,7 +203,7 @@ def test_close_refuses_put_and_get_in_this_object_only():
     assert other.get() == 1
 
 
-def test_plain_pickle_is_type_error():
+def test_plain_pickle_of_a_queue_is_type_error():
     q = cowbuf.Queue()
     with pytest.raises(TypeError, match="a copy of a Queue"):
         pickle.dumps(q)
@@ -211,14 +211,14 @@ def test_plain_pickle_is_type_error():
         copy.copy(q)
 
 
-def test_forking_pickler_sends_a_reference():
+def test_forking_pickler_sends_a_queue_by_reference():
     q = cowbuf.Queue()
     again = pickle.loads(ForkingPickler.dumps(q))
     q.put("x")
     assert again.get() == "x"
 
 
-def test_made_with_new_raises_value_error():
+def test_a_queue_made_with_new_raises_value_error():
     q = cowbuf.Queue.__new__(cowbuf.Queue)
     assert repr(q) == "<cowbuf.Queue uninitialized>"
     for call in (lambda: q.put(1), q.get, q.qsize, q.empty, q.full, lambda: q.maxsize):
@@ -226,7 +226,7 @@ def test_made_with_new_raises_value_error():
             call()
 
 
-def test_a_reference_to_other_memory_is_value_error():
+def test_a_queue_reference_to_other_memory_is_value_error():
     lock_region = _core.SHARED_TYPES[cowbuf.Lock](cowbuf.Lock())[1][0]
     with pytest.raises(ValueError, match="bad reference"):
         _core._queue_on(lock_region)

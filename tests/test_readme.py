@@ -130,3 +130,16 @@ def test_the_demo_shows_the_list_copied_and_cowbuf_shared() -> None:
     for name in ("list", "list + gc.freeze()"):
         assert min(rows[name]["growth_kib"]) > 4096, rows[name]
     assert max(rows["cowbuf.array('q')"]["growth_kib"]) < 1024, rows
+
+
+@pytest.mark.skipif(not (README.parent / "docs").is_dir(), reason="needs the source tree's docs/")
+@pytest.mark.parametrize("page", ["README.md", "CONTRIBUTING.md", "docs/guarantees.md",
+                                  "docs/array.md"])
+def test_every_test_the_docs_name_exists(page: str) -> None:
+    """A promise backed by a test names it; a renamed or deleted test must not leave the
+    promise pointing at nothing."""
+    text = (README.parent / page).read_text()
+    named = re.findall(r"(tests/[\w/]+\.py)::(test_\w+)", text)
+    for path, name in named:
+        source = (README.parent / path).read_text()
+        assert re.search(rf"^(async )?def {name}\(|^{name} = ", source, re.M), f"{path}::{name}"

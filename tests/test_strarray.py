@@ -169,7 +169,7 @@ def test_memory_is_frozen_everywhere() -> None:
             assert m.readonly
 
 
-def test_closed_region_is_value_error_everywhere() -> None:
+def test_strings_of_a_closed_region_are_value_error_everywhere() -> None:
     s = cowbuf.StrArray(["a", "b", "c"])
     it = iter(s)
     view = s[1:]
@@ -229,7 +229,7 @@ def test_crafted_pickle_data_is_value_error(offsets: list[int]) -> None:
         _core._strings_from_bytes(True, data, b"abcd"[:3])
 
 
-def test_crafted_references_are_value_error() -> None:
+def test_crafted_string_references_are_value_error() -> None:
     writable = cowbuf.Region(64)
     with pytest.raises(ValueError, match="must be frozen"):
         _core._strings_on(writable, True, 0, 1, 16, 8)
@@ -267,7 +267,7 @@ def _plain_round_trips() -> list[object]:
 
 
 @pytest.mark.parametrize("trip", _plain_round_trips())
-def test_plain_pickle_copies_by_value(trip) -> None:  # type: ignore[no-untyped-def]
+def test_plain_pickle_copies_strings_by_value(trip) -> None:  # type: ignore[no-untyped-def]
     s = cowbuf.StrArray(NASTY)
     b = cowbuf.BytesArray([x.encode("utf-8", "surrogatepass") for x in NASTY])
     for original in (s, b, s[3:9], s[::-2], b[5:], cowbuf.StrArray([])):
@@ -277,7 +277,7 @@ def test_plain_pickle_copies_by_value(trip) -> None:  # type: ignore[no-untyped-
         assert copy.region is not original.region and copy.region.frozen
 
 
-def test_by_reference_to_worker_processes_under_every_start_method(run_workers) -> None:  # type: ignore[no-untyped-def]
+def test_strings_by_reference_to_worker_processes_under_every_start_method(run_workers) -> None:  # type: ignore[no-untyped-def]
     s = cowbuf.StrArray(NASTY * 50)  # a page or more: a mapping of its own
     b = cowbuf.BytesArray([b"x", b"", b"\0\1"])  # carved from the frozen arena
     part = s[3:20]
@@ -285,14 +285,14 @@ def test_by_reference_to_worker_processes_under_every_start_method(run_workers) 
     assert result == (s.tolist(), b.tolist(), part.tolist(), True, True, True)
 
 
-def test_a_result_of_pool_processes_comes_back_as_the_same_memory(mp_context) -> None:  # type: ignore[no-untyped-def]
+def test_string_results_of_pool_processes_come_back_as_the_same_memory(mp_context) -> None:  # type: ignore[no-untyped-def]
     s = cowbuf.StrArray(["a", "b"] * 5000)
     with mp_context.Pool(1) as pool:
         back = pool.apply(w.identity, (s[10:],))
     assert back.region is s.region and back == s.tolist()[10:]
 
 
-def test_registry_and_pool_kwargs_reach_pool_processes(mp_context) -> None:  # type: ignore[no-untyped-def]
+def test_strings_in_the_registry_and_pool_kwargs_reach_pool_processes(mp_context) -> None:  # type: ignore[no-untyped-def]
     cowbuf.registry["names"] = cowbuf.StrArray(["x", "y", "z"])
     try:
         with mp_context.Pool(1, **cowbuf.pool_kwargs()) as pool:
