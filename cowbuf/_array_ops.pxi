@@ -6,7 +6,6 @@ import array as _pyarray
 
 from cpython.object cimport Py_EQ, Py_GE, Py_GT, Py_LE, Py_LT, Py_NE, PyObject_RichCompare
 from cpython.pyport cimport PY_SSIZE_T_MAX, PY_SSIZE_T_MIN
-from libc.math cimport isinf
 
 # array.array.tofile() writes in blocks of this many bytes; so does Array.tofile().
 cdef Py_ssize_t FILE_BLOCK = 64 * 1024
@@ -367,10 +366,11 @@ cdef object _repeat(Array a, object times):
 # -- repr -------------------------------------------------------------------------------
 
 cdef str _item_repr(object x):
-    # so that eval() reads the float back: repr(nan) is not an expression
-    if type(x) is float and (x != x or isinf(x)):
-        return f"float('{x!r}')"
-    return repr(x)
+    # so that eval() reads the float back: repr(nan) and repr(inf) are not expressions
+    cdef str text = repr(x)
+    if text == "nan" or text == "inf" or text == "-inf":
+        return f"float('{text}')"
+    return text
 
 
 cdef list _flat_items(Array a, Py_ssize_t first, Py_ssize_t count):
