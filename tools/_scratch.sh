@@ -77,8 +77,10 @@ build() {
 }
 
 # asan_env LOGDIR: the environment for running Python with the ASan build.
-#   detect_leaks=0: CPython does not free everything at exit (cowbuf's own
-#     allocations are checked by tests/test_torture.py with tracemalloc).
+#   detect_leaks=1: LeakSanitizer checks every process that exits normally; CPython
+#     does not free its own objects at exit, so tools/lsan-python.supp suppresses the
+#     leaks allocated by CPython's (and numpy's...) own allocators. What is left is
+#     memory malloc'd by cowbuf and never freed.
 #   allocator_may_return_null=1: tests ask for impossible sizes and expect
 #     MemoryError, not an ASan abort.
 #   handle_segv/handle_sigbus=0: tests check that a write to frozen memory dies of
@@ -89,7 +91,8 @@ build() {
 # cowbuf fills, small buffers): slower, and its quarantine grows memory.
 asan_env() {
     echo "LD_PRELOAD=$libasan:$libstdcxx" \
-        "ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1:handle_segv=0:handle_sigbus=0:halt_on_error=1:abort_on_error=1:detect_stack_use_after_return=1:strict_init_order=1:log_path=$1/asan" \
+        "ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1:handle_segv=0:handle_sigbus=0:halt_on_error=1:abort_on_error=1:detect_stack_use_after_return=1:strict_init_order=1:log_path=$1/asan" \
+        "LSAN_OPTIONS=suppressions=$root/tools/lsan-python.supp:print_suppressions=0" \
         "UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:abort_on_error=1:log_path=$1/ubsan"
 }
 
