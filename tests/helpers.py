@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -74,6 +75,33 @@ def python_env() -> dict[str, str]:
     helper modules."""
     return dict(os.environ, PYTHONPATH=os.pathsep.join(
         [TESTS, os.environ.get("PYTHONPATH", "")]))
+
+
+def close_while_running(region: Any, loops: Callable[[], None]) -> str:
+    """Run `loops` in another thread while this one closes `region` over and over
+    (refused with BufferError while a GIL-free loop holds it) until it is closed or the
+    loops are done; then close it for sure. "finished" if the loops ran to their end,
+    "closed" if one of them met the closed region (ValueError)."""
+    outcome: list[str] = []
+
+    def work() -> None:
+        try:
+            loops()
+            outcome.append("finished")
+        except ValueError:
+            outcome.append("closed")
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    try:
+        while thread.is_alive() and not region.closed:
+            with contextlib.suppress(BufferError):
+                region.close()
+    finally:
+        thread.join()
+    region.close()
+    assert len(outcome) == 1, outcome
+    return outcome[0]
 
 
 def run_python(source: str, *args: str, timeout: float = 120, check: bool = True,

@@ -3,7 +3,6 @@ and use after close, checked against array.array and list semantics."""
 
 import array as pyarray
 import collections.abc
-import contextlib
 import gc
 import io
 import math
@@ -14,12 +13,11 @@ import re
 import resource
 import struct
 import sys
-import threading
 import weakref
 from pathlib import Path
 
 import pytest
-from helpers import Sneaky, int_range, run_python
+from helpers import Sneaky, close_while_running, int_range, run_python
 
 import cowbuf
 
@@ -760,31 +758,16 @@ def test_close_from_another_thread_during_gil_free_loops_never_crashes():
     # thread would unmap the memory under the loop
     a = cowbuf.array("q", 2_000_000)
     source = pyarray.array("q", bytes(8 * 500_000))
-    outcome = []
 
-    def work():
-        try:
-            for _ in range(30):
-                a.sum()
-                a.fill(3)
-                a.tobytes()
-                a[::4] = source
-                a.max()
-            outcome.append("finished")
-        except ValueError:
-            outcome.append("closed")
+    def loops():
+        for _ in range(30):
+            a.sum()
+            a.fill(3)
+            a.tobytes()
+            a[::4] = source
+            a.max()
 
-    thread = threading.Thread(target=work)
-    thread.start()
-    try:
-        while thread.is_alive() and not a.region.closed:
-            # refused while a loop runs, and the memory stays valid
-            with contextlib.suppress(BufferError):
-                a.region.close()
-    finally:
-        thread.join()
-    a.region.close()
-    assert outcome in (["closed"], ["finished"])
+    assert close_while_running(a.region, loops) in ("closed", "finished")
     with pytest.raises(ValueError):
         a.sum()
 

@@ -6,15 +6,13 @@ pickling."""
 from __future__ import annotations
 
 import array as pyarray
-import contextlib
 import gc
 import io
 import pickle
-import threading
 from multiprocessing.reduction import ForkingPickler
 
 import pytest
-from helpers import Sneaky, int_range, run_python
+from helpers import Sneaky, close_while_running, int_range, run_python
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -619,30 +617,16 @@ def test_crafted_pickles_never_crash():
 def test_close_from_another_thread_during_n_d_loops_never_crashes():
     a = cowbuf.array("q", shape=(1000, 2000))
     source = np.zeros((1000, 1000), "q")
-    outcome = []
 
-    def work():
-        try:
-            for _ in range(20):
-                a[:, ::2].sum()
-                a[:, 1::2].fill(3)
-                a[::2].tobytes()
-                a[:, ::2] = source
-                a[:, ::-1].max()
-            outcome.append("finished")
-        except ValueError:
-            outcome.append("closed")
+    def loops():
+        for _ in range(20):
+            a[:, ::2].sum()
+            a[:, 1::2].fill(3)
+            a[::2].tobytes()
+            a[:, ::2] = source
+            a[:, ::-1].max()
 
-    thread = threading.Thread(target=work)
-    thread.start()
-    try:
-        while thread.is_alive() and not a.region.closed:
-            with contextlib.suppress(BufferError):
-                a.region.close()
-    finally:
-        thread.join()
-    a.region.close()
-    assert outcome in (["closed"], ["finished"])
+    assert close_while_running(a.region, loops) in ("closed", "finished")
 
 
 def test_integer_ranges_hold_in_n_d_sums():
