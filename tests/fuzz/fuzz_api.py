@@ -837,6 +837,20 @@ def fork(f: Fuzz) -> None:
         raise Finding(f"a forked child failed (exit {os.waitstatus_to_exitcode(status)})")
 
 
+def keep_made(f: Fuzz, made: object) -> None:
+    """What a crafted pickle made, once it did not raise: consistent, and kept for the
+    steps that follow."""
+    if isinstance(made, cowbuf.Array):
+        f.check(made)
+        f.keep(f.arrays, made)
+    elif isinstance(made, cowbuf.Counter):
+        assert made.value == int(made)
+        f.keep(f.counters, made)
+    else:
+        assert isinstance(made, cowbuf.Region) and len(memoryview(made)) == made.nbytes
+        f.keep(f.regions, made)
+
+
 @op
 def crafted_by_value(f: Fuzz) -> None:
     """A pickle that calls a by-value reconstructor with arguments of its own making:
@@ -855,16 +869,7 @@ def crafted_by_value(f: Fuzz) -> None:
         crafted = Crafted(_core._counter_from_value, (f.value(), f.flag(), f.flag()))
     f.events.add("crafted-by-value")
     dumps = pickle.dumps if f.flag() else ForkingPickler.dumps
-    made = pickle.loads(dumps(crafted))
-    if isinstance(made, cowbuf.Array):
-        f.check(made)
-        f.keep(f.arrays, made)
-    elif isinstance(made, cowbuf.Counter):
-        assert made.value == int(made)
-        f.keep(f.counters, made)
-    else:
-        assert isinstance(made, cowbuf.Region) and len(memoryview(made)) == made.nbytes
-        f.keep(f.regions, made)
+    keep_made(f, pickle.loads(dumps(crafted)))
 
 
 @op
@@ -893,17 +898,7 @@ def crafted_by_reference(f: Fuzz) -> None:
                                             f.flag()))
     else:
         crafted = Crafted(_core._counter_on, (region, f.integer()))
-    made = pickle.loads(ForkingPickler.dumps(crafted))
-    if isinstance(made, cowbuf.Array):
-        f.check(made)
-        f.keep(f.arrays, made)
-    elif isinstance(made, cowbuf.Counter):
-        assert made.value == int(made)
-        f.keep(f.counters, made)
-    else:
-        assert isinstance(made, cowbuf.Region)
-        assert len(memoryview(made)) == made.nbytes
-        f.keep(f.regions, made)
+    keep_made(f, pickle.loads(ForkingPickler.dumps(crafted)))
 
 
 # The steps a Sneaky number may run in the middle of a call.
